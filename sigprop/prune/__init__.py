@@ -265,6 +265,6 @@ def prune_at_init(
             dense=dense_layers,
         )
         if session.model is not model or len(densities) > 1:
-            apply(session.model, masks)
+            session.set_masks(masks)
     apply(model, masks)
     return PruneResult(method, density, scope, n_rounds, density_report(model), {})

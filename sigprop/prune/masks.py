@@ -86,13 +86,15 @@ def validate_mask(mask: torch.Tensor, shape: torch.Size | tuple, name: str) -> t
 def _all_finite(t: torch.Tensor) -> bool:
     """Whether every entry of ``t`` is finite (always true for non-float tensors).
 
-    A float64 sum is finite iff every entry is, barring sums beyond 1e308, which only send
-    us to the exact check; on CPU it costs far less than ``torch.isfinite(t).all()``.
+    A sum is finite only if every entry is (NaN and ±inf propagate); a sum of finite
+    entries that overflows only sends us to the exact check. Summing in the tensor's own
+    dtype costs about a sixteenth of ``torch.isfinite(t).all()`` on CPU (and a tenth of a
+    float64 sum), measured for 3.4·10⁶ float32 entries.
     """
     if not t.is_floating_point():
         return True
     t = t.detach()
-    return math.isfinite(float(t.sum(dtype=torch.float64))) or bool(torch.isfinite(t).all())
+    return math.isfinite(float(t.sum())) or bool(torch.isfinite(t).all())
 
 
 def _check_scores(scores: Mapping[str, torch.Tensor]) -> None:
@@ -212,7 +214,9 @@ def _topk_masks(
         arrs = [f.detach() for f in flats]
         elig = [None if e is None else e.to(a.device) for e, a in zip(eligible, arrs)]
         backend = None
-    vals = [a if e is None else a[e] for a, e in zip(arrs, elig)]
+    # np.compress gathers about four times faster than boolean indexing (3.4·10⁶ entries)
+    take = (lambda a, e: np.compress(e.reshape(-1), a)) if backend else (lambda a, e: a[e])
+    vals = [a if e is None else take(a, e) for a, e in zip(arrs, elig)]
     m = sum(int(v.size if backend else v.numel()) for v in vals)
 
     def full(a, e, value):

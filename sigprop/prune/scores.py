@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +31,7 @@ from torch import nn
 from sigprop.nn.activation import is_elementwise
 from sigprop.nn.masked import as_generator, require_prunable
 from sigprop.nn.utils import as_batches
-from sigprop.prune.masks import _all_finite
+from sigprop.prune.masks import _all_finite, apply
 
 __all__ = [
     "SCORERS",
@@ -261,7 +261,8 @@ class SynFlowSession:
       ``[1e-15, 1e15]`` and in float64 otherwise (decided each round); a non-finite R in
       float64 raises ``ValueError``. Pass ``dtype=torch.float64`` to always use float64.
 
-    ``session.model`` is the copy; apply masks to it between rounds (iterative SynFlow).
+    ``session.model`` is the copy; :meth:`set_masks` updates its masks between rounds
+    (iterative SynFlow).
     """
 
     def __init__(
@@ -321,6 +322,18 @@ class SynFlowSession:
         if not isinstance(out, torch.Tensor):
             raise ValueError("SynFlow needs a model whose output is a single tensor")
         return out.sum()
+
+    def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
+        """Write the masks of the next round into the copy's ``weight_mask`` buffers.
+
+        Cheaper than :func:`~sigprop.prune.masks.apply` (one copy per layer, no weight
+        zeroing or finiteness scan): a prunable layer computes with ``weight * weight_mask``,
+        so R and ∂R/∂θ already vanish at pruned positions whatever the copy stores there,
+        and the copy's weights were checked finite when it was made. ``masks`` come from
+        :func:`~sigprop.prune.masks.select` (bool, the weights' shapes)."""
+        with torch.no_grad():
+            for name, mask in masks.items():
+                self.layers[name].weight_mask.copy_(mask)
 
     def scores(self) -> Scores:
         """One round of SynFlow scores |θ ⊙ ∂R/∂θ| on the copy (higher = keep)."""
@@ -401,6 +414,9 @@ class _DirectSession:
 
     def scores(self) -> Scores:
         return self.fn(self.model, self.data, **self.kwargs)
+
+    def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
+        apply(self.model, masks)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """Every scorer against a small hand-computed example (float64), plus the registry."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -167,6 +169,51 @@ def test_synflow_float32_matches_float64_in_safe_range():
         assert s32[n].dtype == torch.float32
         # float32 round-off on sums of 5 positive terms: relative 1e-6
         torch.testing.assert_close(s32[n].double(), s64[n], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["attach", "masked", "dct"])
+def test_synflow_rounds_with_session_set_masks_equal_rounds_with_full_apply(kind):
+    # SynFlowSession.set_masks only rewrites the copy's masks (pruned weights of the copy
+    # keep their |θ|); each round must still score exactly as a fresh copy of the model with
+    # the masks applied (pruned weights zeroed) does.
+    from sigprop.nn import DCTPlusSparseLinear, MaskedLinear
+
+    g = torch.Generator().manual_seed(3)
+    if kind == "attach":
+        model = nn.Sequential(
+            nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)
+        )
+        M.attach_masks(model)
+    elif kind == "masked":
+        model = nn.Sequential(
+            MaskedLinear(6, 8, generator=g), nn.Tanh(), MaskedLinear(8, 3, generator=g)
+        )
+    else:
+        model = nn.Sequential(
+            DCTPlusSparseLinear(6, 8, density=1.0, generator=g),
+            nn.ReLU(),
+            DCTPlusSparseLinear(8, 3, density=1.0, generator=g),
+        )
+        with torch.no_grad():
+            for m in model:
+                if hasattr(m, "weight"):
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=g))
+    model = model.double()
+    densities = M.schedule(0.1, 6)
+    session = S.SynFlowSession(model)
+    reference = copy.deepcopy(model)
+    masks = M.current_masks(model)
+    for d in densities:
+        fast = session.scores()
+        slow = S.synflow_scores(reference)
+        for n in slow:  # the same products, summed in the same order: equal to 1e-12
+            torch.testing.assert_close(fast[n], slow[n], rtol=1e-12, atol=0)
+        masks = M.select(fast, d, current=masks)
+        session.set_masks(masks)
+        M.apply(reference, masks)
+    assert sum(int(m.sum()) for m in masks.values()) == M.kept_count(
+        0.1, sum(m.numel() for m in masks.values())
+    )
 
 
 def test_synflow_input_shape_for_convolutions():
