@@ -13,7 +13,7 @@ over batches). :func:`samples_per_class` draws the
 Already-pruned weights score 0 and contribute nothing to Hessian-gradient products: a
 prunable layer computes with ``weight * weight_mask`` (or masks its gradient, as
 :func:`~sigprop.prune.masks.attach_masks` layers do), so gradients vanish at pruned
-positions; first-order gradients are multiplied by the mask once more for safety (cheap),
+positions; the final scores are multiplied by the mask once more for safety (in place),
 the differentiable gradient of GraSP's double backward is not (it would enlarge the graph).
 """
 
@@ -110,15 +110,56 @@ def _weights_and_masks(model: nn.Module):
     return names, weights, masks
 
 
-def _grads(loss: torch.Tensor, weights, masks, create_graph: bool = False):
-    """Gradients of ``loss`` for ``weights``; masked unless ``create_graph`` (module doc)."""
+def _grads(outputs, weights, grad_outputs=None, create_graph: bool = False):
+    """``torch.autograd.grad`` of ``outputs`` for ``weights`` (zeros for unused weights).
+
+    ``grad_outputs`` gives vector-Jacobian products: with ``outputs`` a differentiable
+    gradient g(θ) and ``grad_outputs = v`` held fixed this is Hv = ∂⟨v, g(θ)⟩/∂θ.
+    Without ``create_graph`` the returned tensors are contiguous and are the caller's to
+    modify in place (an expanded gradient is copied first). Entries of a list ``outputs``
+    that do not depend on the weights are skipped with their ``grad_outputs``.
+    """
+    if isinstance(outputs, list):
+        keep = [i for i, o in enumerate(outputs) if o.requires_grad]
+        if not keep:
+            return [torch.zeros_like(w) for w in weights]
+        outputs = [outputs[i] for i in keep]
+        grad_outputs = None if grad_outputs is None else [grad_outputs[i] for i in keep]
     grads = torch.autograd.grad(
-        loss, weights, create_graph=create_graph, allow_unused=True, retain_graph=create_graph
+        outputs,
+        weights,
+        grad_outputs=grad_outputs,
+        create_graph=create_graph,
+        allow_unused=True,
+        retain_graph=create_graph,
     )
     return [
-        torch.zeros_like(w) if g is None else (g if create_graph else g * m)
-        for g, w, m in zip(grads, weights, masks)
+        torch.zeros_like(w) if g is None else (g if create_graph else g.contiguous())
+        for g, w in zip(grads, weights)
     ]
+
+
+def _normalise_(raw: list[torch.Tensor], masks, what: str, eps: float | None = None):
+    """Mask ``raw`` and divide it by its total, in place; returns ``raw``.
+
+    ``eps=None``: the total must be positive and finite (else ``ValueError`` naming ``what``);
+    otherwise the divisor is |Σ| + ``eps`` (GraSP's signed scores, as in its official code).
+    """
+    for r, m in zip(raw, masks):
+        r.mul_(m)
+    total = sum(float(r.sum()) for r in raw)
+    if eps is not None:
+        norm = abs(total) + eps
+    else:
+        norm = total
+        if not norm > 0 or not math.isfinite(norm):
+            raise ValueError(
+                f"{what} scores cannot be normalised (Σ = {norm}): the loss does not depend "
+                "on any kept weight"
+            )
+    for r in raw:
+        r.div_(norm)
+    return raw
 
 
 # --------------------------------------------------------------------------- scorers
@@ -154,19 +195,19 @@ def snip_scores(model: nn.Module, data, *, loss_fn: LossFn | None = None) -> Sco
     """
     loss_fn = F.cross_entropy if loss_fn is None else loss_fn
     names, weights, masks = _weights_and_masks(model)
-    total = [torch.zeros_like(w) for w in weights]
+    total = None
     for batch in as_batches(data, method="snip"):
         x, y = _check_batch(batch, "snip")
-        for t, g in zip(total, _grads(loss_fn(model(x), y), weights, masks)):
-            t.add_(g)
-    raw = [(g * w.detach()).abs() for g, w in zip(total, weights)]
-    norm = sum(float(r.sum()) for r in raw)
-    if not norm > 0 or not math.isfinite(norm):
-        raise ValueError(
-            f"SNIP scores cannot be normalised (Σ|g⊙θ| = {norm}): the loss does not depend "
-            "on any kept weight"
-        )
-    return {n: r / norm for n, r in zip(names, raw)}
+        grads = _grads(loss_fn(model(x), y), weights)
+        if total is None:
+            total = grads
+        else:
+            for t, g in zip(total, grads):
+                t.add_(g)
+    if total is None:
+        raise ValueError("snip: data holds no batch")
+    raw = [g.mul_(w.detach()).abs_() for g, w in zip(total, weights)]
+    return dict(zip(names, _normalise_(raw, masks, "SNIP")))
 
 
 def grasp_scores(
@@ -185,7 +226,8 @@ def grasp_scores(
     dropped, scores ≤ the cut are kept). This function returns −S / (|ΣS| + eps) = θ ⊙ Hg
     normalised as in that code, so that, like every scorer here, the largest are kept.
 
-    Hg = ∂/∂θ ⟨stop_grad(g), ∇L⟩ by one double backward. With a single batch, g and Hg
+    Hg = ∂/∂θ ⟨stop_grad(g), ∇L⟩ by one double backward (the vector-Jacobian product of the
+    differentiable gradient with v = stop_grad(g)). With a single batch, g and Hg
     come from one forward pass (g is built with ``create_graph=True``); with several batches
     g is summed over all of them first, then Hg = Σ_b ∂⟨g, ∇L_b⟩/∂θ (their Alg. 1). Linear
     layers are *not* re-initialised with Xavier as in the official code (a quirk of theirs).
@@ -203,24 +245,25 @@ def grasp_scores(
         return loss_fn(model(x) / temperature, y)
 
     if len(checked) == 1:
+        # g and Hg from one forward pass; Hg as the vector-Jacobian product of the
+        # differentiable gradient with v = stop_grad(g) (no scalar ⟨v, g⟩ is formed)
         x, y = checked[0]
-        g = _grads(loss_of(x, y), weights, masks, create_graph=True)
-        z = sum((gi.detach() * gi).sum() for gi in g)
-        hg = _grads(z, weights, masks)
+        g = _grads(loss_of(x, y), weights, create_graph=True)
+        hg = _grads(g, weights, grad_outputs=[gi.detach() for gi in g])
     else:
+        # fresh accumulators: a gradient may share memory with a grad_output in degenerate
+        # models, and g_stop is reused for every batch
         g_stop = [torch.zeros_like(w) for w in weights]
         for x, y in checked:
-            for t, gi in zip(g_stop, _grads(loss_of(x, y), weights, masks)):
+            for t, gi in zip(g_stop, _grads(loss_of(x, y), weights)):
                 t.add_(gi)
         hg = [torch.zeros_like(w) for w in weights]
         for x, y in checked:
-            g = _grads(loss_of(x, y), weights, masks, create_graph=True)
-            z = sum((gs * gi).sum() for gs, gi in zip(g_stop, g))
-            for t, h in zip(hg, _grads(z, weights, masks)):
+            g = _grads(loss_of(x, y), weights, create_graph=True)
+            for t, h in zip(hg, _grads(g, weights, grad_outputs=g_stop)):
                 t.add_(h)
-    raw = [w.detach() * h for w, h in zip(weights, hg)]
-    norm = abs(sum(float(r.sum()) for r in raw)) + eps
-    return {n: r / norm for n, r in zip(names, raw)}
+    raw = [h.mul_(w.detach()) for w, h in zip(weights, hg)]
+    return dict(zip(names, _normalise_(raw, masks, "GraSP", eps)))
 
 
 # --------------------------------------------------------------------------- SynFlow

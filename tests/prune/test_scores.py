@@ -289,3 +289,26 @@ def test_synflow_without_biases_conserves_flow_layer_by_layer():
         r = session.objective().detach()
         # rtol 1e-12: float64 round-off over a 4-layer product
         assert torch.allclose(sums, r.expand_as(sums), rtol=1e-12) is conserved
+
+
+class _WithIdleBranch(nn.Module):
+    """A net whose second prunable layer never reaches the output (its gradient is None)."""
+
+    def __init__(self):
+        super().__init__()
+        self.used = nn.Linear(3, 3)
+        self.idle = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.used(x)
+
+
+def test_scores_of_a_layer_the_loss_does_not_reach_are_zero():
+    model = _WithIdleBranch().double()
+    M.attach_masks(model)
+    batch = _batch()
+    for scores in (S.snip_scores(model, batch), S.grasp_scores(model, batch)):
+        assert torch.equal(scores["idle.weight"], torch.zeros(3, 3, dtype=torch.float64))
+        assert scores["used.weight"].abs().sum() > 0
+    # SNIP normalises by the total over the layers that matter (sum 1 to round-off)
+    assert abs(float(S.snip_scores(model, batch)["used.weight"].sum()) - 1) < 1e-12
