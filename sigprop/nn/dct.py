@@ -33,8 +33,11 @@ Storage of S (``storage=``):
 
 * ``"dense"`` (default): ``weight`` is a dense ``nn.Parameter`` with exact zeros at pruned
   positions, so ``sigprop.prune`` can score and re-mask it like any masked layer. Each
-  backward pass then produces a dense gradient of S's full size, which at low density costs
-  more than the rest of the layer (see ``benchmarks/results/dct.md``).
+  backward pass then produces a dense gradient of S's full size. With the CSR kernel it is
+  built from the nnz kept entries in lazily zeroed memory (only the pages holding kept
+  entries are written) and, when nothing else contributed to it, the masking pass of the
+  gradient hook is skipped; the remaining O(numel) cost is the optimiser's pass over a dense
+  parameter (see ``benchmarks/results/dct.md``).
 * ``"compact"``: training with a fixed support (the DCTpS setting: uniformly random kept
   positions chosen at initialisation, arXiv 2102.07655 §3). The trainable parameter is
   ``values`` (length nnz, S's kept entries in row-major order of the mask) and every
@@ -50,8 +53,10 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -279,6 +284,53 @@ class _CSRLinear(torch.autograd.Function):
         return grad_values, grad_x, None
 
 
+_NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _lazy_zeros(numel: int, like: Tensor) -> Tensor:
+    """A zero vector of ``numel`` entries with the dtype and device of ``like``.
+
+    On the CPU it is allocated by ``numpy.zeros`` (``calloc``), whose large blocks are fresh
+    pages the OS zeroes lazily on first touch, instead of ``torch.zeros``' explicit fill:
+    scattering a sparse gradient into it touches only the pages that hold kept entries
+    (4096 × 4096 float32 at density 1e-3: 5 ms instead of 21 ms, measured while developing
+    ``benchmarks/bench_dct.py``)."""
+    np_dtype = _NUMPY_DTYPES.get(like.dtype)
+    if like.device.type != "cpu" or np_dtype is None:
+        return torch.zeros(numel, dtype=like.dtype, device=like.device)
+    return torch.from_numpy(np.zeros(numel, dtype=np_dtype))
+
+
+class _KeptValues(torch.autograd.Function):
+    """``weight.reshape(-1)[flat_index]`` (S's kept entries, row-major) whose backward
+    scatters the gradient of the kept entries into a lazily zeroed dense gradient
+    (:func:`_lazy_zeros`) and records it on the layer as masked already, so the layer's
+    gradient hook skips its O(numel) masking pass (:meth:`_SparsePart._grad_is_masked`)."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, pattern: _Pattern, layer: _SparsePart) -> Tensor:
+        ctx.shape = weight.shape
+        ctx.pattern = pattern
+        ctx.layer = weakref.ref(layer)
+        return weight.reshape(-1)[pattern.flat_index]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        p: _Pattern = ctx.pattern
+        out = _lazy_zeros(math.prod(ctx.shape), grad)
+        out.index_put_((p.flat_index,), grad)
+        out = out.view(ctx.shape)
+        layer = ctx.layer()
+        if layer is not None:
+            # valid for this backward pass only: cleared when the engine finishes it, so a
+            # later gradient that reuses the memory is never mistaken for this one
+            layer.__dict__["_masked_grad"] = (out.data_ptr(), out._version, tuple(out.shape))
+            torch.autograd.Variable._execution_engine.queue_callback(
+                lambda: layer.__dict__.pop("_masked_grad", None)
+            )
+        return out, None, None
+
+
 class _SparsePart(MaskedMixin):
     """The masked weight S shared by the DCT-plus-sparse layers: pattern cache, the two
     storage modes and the product ``x ↦ x Sᵀ`` over a flattened (rows = output units)
@@ -478,8 +530,15 @@ class _SparsePart(MaskedMixin):
         if not self.uses_sparse_kernel():
             return x2d @ (w2d * self.weight_mask.reshape(w2d.shape)).t()
         pattern = self._pattern()
-        values = w2d.reshape(-1)[pattern.flat_index]
+        values = _KeptValues.apply(self.weight, pattern, self)
         return _CSRLinear.apply(values, x2d, pattern)
+
+    def _grad_is_masked(self, grad: Tensor) -> bool:
+        """True when ``grad`` is, unchanged, the gradient :class:`_KeptValues` built from the
+        kept entries in this backward pass (same storage, same version counter: nothing was
+        added into it since), i.e. the weight was reached only through the sparse product."""
+        mark = self.__dict__.pop("_masked_grad", None)
+        return mark == (grad.data_ptr(), grad._version, tuple(grad.shape))
 
 
 class DCTPlusSparseLinear(_SparsePart, nn.Module):

@@ -173,7 +173,11 @@ class MaskedMixin:
 
             def _mask_grad(param: Tensor) -> None:
                 module = module_ref()
-                if module is not None and param.grad is not None:
+                if (
+                    module is not None
+                    and param.grad is not None
+                    and not module._grad_is_masked(param.grad)
+                ):
                     # An in-place product: one pass, several times faster than masked_fill_
                     # with a random boolean mask. (A NaN/inf gradient at a pruned position
                     # stays NaN; that only happens once the loss itself is not finite, and
@@ -182,6 +186,12 @@ class MaskedMixin:
 
             w.register_post_accumulate_grad_hook(_mask_grad)
             self.__dict__["_hooked_weight"] = weakref.ref(w)
+
+    def _grad_is_masked(self, grad: Tensor) -> bool:
+        """Whether ``grad`` is known to be zero at every pruned position already (so the
+        gradient hook can skip its pass over the full weight). False here; layers whose
+        backward builds the gradient from the kept entries only override it."""
+        return False
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

@@ -138,6 +138,70 @@ def test_forward_and_gradients_match_dense_reference(kernel, shape, density):
     )
 
 
+def _csr_layer(dtype=f64):
+    layer = DCTPlusSparseLinear(
+        60, 40, density=0.1, sparse_std=1.0, generator=0, kernel="csr", dtype=dtype
+    )
+    x = torch.randn(5, 60, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    return layer, x
+
+
+def test_sparse_path_gradient_skips_the_masking_pass_only_when_it_is_the_whole_gradient():
+    # The CSR path builds the weight gradient from the kept entries (zero elsewhere by
+    # construction) and the gradient hook skips its full masking pass for it. A gradient
+    # that also holds another contribution -- a penalty on the weight itself, accumulation
+    # into an existing .grad, or one that arrives without the sparse path in the same
+    # backward -- must still be masked.
+    layer, x = _csr_layer()
+    pruned = layer.weight_mask == 0
+    target = torch.ones_like(layer.weight)
+
+    def sparse_grad():
+        d_values = torch.autograd.grad(layer(x).square().sum(), layer.weight)[0]
+        return d_values
+
+    # 1. the sparse path alone: exact gradient, zero at pruned positions
+    expected = sparse_grad()
+    layer.weight.grad = None
+    layer(x).square().sum().backward()
+    assert torch.equal(layer.weight.grad, expected) and torch.all(layer.weight.grad[pruned] == 0)
+    # 2. plus a penalty on the weight itself: its gradient at pruned positions is masked
+    layer.weight.grad = None
+    (layer(x).square().sum() + (layer.weight - target).square().sum()).backward()
+    penalty = 2 * (layer.weight.detach() - target)
+    # float64: two terms, summed once (1e-12)
+    torch.testing.assert_close(
+        layer.weight.grad, (expected + penalty) * layer.weight_mask, rtol=1e-12, atol=1e-12
+    )
+    assert torch.all(layer.weight.grad[pruned] == 0)
+    # 3. accumulation into an existing gradient (zero_grad(set_to_none=False))
+    layer.weight.grad = torch.ones_like(layer.weight)
+    layer(x).square().sum().backward()
+    torch.testing.assert_close(
+        layer.weight.grad, (1 + expected) * layer.weight_mask, rtol=1e-12, atol=1e-12
+    )
+    # 4. the sparse path via autograd.grad (nothing accumulated), then a backward that
+    # reaches the weight only through a penalty: no stale mark may skip the masking
+    sparse_grad()
+    assert "_masked_grad" not in layer.__dict__  # the mark dies with its backward pass
+    layer.weight.grad = None
+    (layer.weight - target).square().sum().backward()
+    assert torch.all(layer.weight.grad[pruned] == 0)
+    torch.testing.assert_close(layer.weight.grad, penalty * layer.weight_mask)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparse_path_gradient_in_lazily_zeroed_memory_matches_dense_product(dtype):
+    layer, x = _csr_layer(dtype)
+    layer(x).sin().sum().backward()
+    s = (layer.weight.detach() * layer.weight_mask).requires_grad_()
+    ref = x @ (layer.alpha.detach() * dct_matrix(40, 60, dtype=dtype) + s).T + layer.bias.detach()
+    ref.sin().sum().backward()
+    tol = 1e-5 if dtype == torch.float32 else 1e-12  # round-off of sums of 60 terms
+    torch.testing.assert_close(layer.weight.grad, s.grad * layer.weight_mask, rtol=tol, atol=tol)
+    assert layer.weight.grad.dtype == dtype and layer.weight.grad.is_contiguous()
+
+
 def test_kernel_follows_mask_changes():
     # The CSR pattern is cached; changing the mask in place must rebuild it.
     layer = DCTPlusSparseLinear(
