@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import load_note
 
 from sigprop.nn import DCTPlusSparseLinear, dct2, dct_matrix
 from sigprop.nn.dct import _lazy_zeros
 
 BATCH = 256
-LOAD_AT_START = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def _fwd_bwd(layer: torch.nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
@@ -158,7 +158,6 @@ def _target_lines(rows, key: str) -> list[str]:
 
 
 def write_markdown(path: Path, rows, dct_rows, quick: bool, wall: float) -> None:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     lines = [
         "# DCT-plus-sparse layer vs nn.Linear (forward + backward)",
         "",
@@ -168,9 +167,7 @@ def write_markdown(path: Path, rows, dct_rows, quick: bool, wall: float) -> None
         f"- machine: `{platform.processor() or platform.machine()}`, {os.cpu_count()} cores, "
         f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads), "
         f"numpy {np.__version__}, Python {platform.python_version()}",
-        f"- load average {LOAD_AT_START:.1f} at the start, {load[0]:.1f} / {load[1]:.1f} / "
-        f"{load[2]:.1f} at the end (1 / 5 / 15 min) on {os.cpu_count()} cores, the "
-        "benchmark's own thread counting for about 1; all variants were timed in interleaved "
+        f"- {load_note(torch.get_num_threads())}; all variants were timed in interleaved "
         "rounds so they saw the same load, and each time is the best of the rounds "
         "(best-of-N).",
         f"- batch {BATCH}, square layers (width × width), float32, CPU; best of interleaved "

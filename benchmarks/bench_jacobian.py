@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import load_note
 from torch import nn
 
 from sigprop.diagnostics import jacobian_spectrum
@@ -131,7 +132,6 @@ def main() -> None:
     for name, rate_s, detail in rows:
         print(f"{name:<58} {rate_s:>16}  {detail}")
 
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("n/a",)
     text = [
         "# Jacobian spectrum benchmark",
         "",
@@ -146,9 +146,7 @@ def main() -> None:
         f"- machine: `{platform.processor() or platform.machine()}`, {os.cpu_count()} cores, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}",
         f"- date: {datetime.date.today().isoformat()}",
-        f"- load average at the end of the run: {', '.join(f'{v:.1f}' for v in load)} — the "
-        "numbers were taken on a machine shared with other jobs, so absolute times are noisy; "
-        "the ratios are measured in the same run and are the meaningful part.",
+        f"- {load_note(torch.get_num_threads())}.",
         f"- best of {reps} repeats (the autograd baseline: one run).",
         "",
     ]

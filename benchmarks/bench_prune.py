@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _machine import load_note
 from torch import nn
 
 import sigprop.prune as sp
 from sigprop.nn import MaskedConv2d, MaskedLinear
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prune.md"
-LOAD = [f"{os.getloadavg()[0]:.1f}"]  # the 1-min load average when the benchmark starts
 
 
 def mlp(width: int, depth: int, d_in: int = 256, classes: int = 10) -> nn.Module:
@@ -290,9 +290,7 @@ def write_results(rows, density, args) -> None:
         f"{min(r['floor_b'] for r in rows):.2f}–{max(r['floor_b'] for r in rows):.2f} bare "
         "backward passes, so bare backward passes cannot reach 4 with an exact Hg; the "
         "target is read as gradient evaluations.",
-        f"- Load average on the 2 cores: {LOAD[0]} before the run, "
-        f"{' / '.join(f'{v:.1f}' for v in os.getloadavg())} after it (1 / 5 / 15 min). "
-        "Ratios are taken from the same run, back to back.",
+        f"- {load_note(torch.get_num_threads())}.",
         "",
     ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import load_note
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sweep.md"
 
@@ -39,7 +40,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import distributed
-    import torch
 
     from sigprop.experiments.sweep import Sweep, load_results, run_sweep
 
@@ -93,7 +93,6 @@ def main() -> None:
 
     med = {n: statistics.median(v) for n, v in throughput.items()}
     speedup = med[2] / med[1]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     verdict = "meets" if speedup >= 1.7 else "MISSES"
     lines = [
         "## Sweep scaling (issue 5): 2 local Dask workers vs 1",
@@ -122,11 +121,9 @@ def main() -> None:
         "mean wall time of one run inside a worker: if it grows with the number of workers, "
         "the workers are competing for CPU, not waiting for the sweep.",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"shared with other processes (load average {load:.1f} at the end of the run: with "
-        "more runnable processes than cores, a second worker cannot get a whole core, so "
-        "this run can neither show nor refute the target for an idle 2-core machine); "
-        f"torch {torch.__version__}, numpy {np.__version__}, distributed "
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"{load_note(2)} (with more runnable processes than cores a second worker cannot get "
+        "a whole core, and such a run can neither show nor refute the target); torch {torch.__version__}, numpy {np.__version__}, distributed "
         f"{distributed.__version__}, Python {platform.python_version()}; "
         f"{datetime.date.today().isoformat()}{'; --quick' if args.quick else ''}.",
         "",

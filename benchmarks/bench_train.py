@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import load_note
 from torch import nn
 
 from sigprop.experiments.data import class_balanced_batch, load_dataset
@@ -133,7 +134,6 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in per_step.items()}
     ratio = {k: med[k] / med["plain"] for k in med}
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         "## Recorder overhead (issue 5): training step with diagnostics vs a plain torch loop",
         "",
@@ -155,9 +155,7 @@ def main() -> None:
         "pass per step, shown for scale).",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-        f"(shared with other processes: load average {load:.1f} at the end of the run — "
-        "absolute times are noisy, the interleaved ratios less so); "
-        f"torch {torch.__version__}, numpy {np.__version__}, "
+        f"({load_note(torch.get_num_threads())}); torch {torch.__version__}, numpy {np.__version__}, "
         f"Python {platform.python_version()}; {datetime.date.today().isoformat()}"
         f"{'; --quick' if args.quick else ''}.",
         "",
