@@ -281,6 +281,31 @@ def test_linear_gaussian_density_is_fuss_catalan(depth):
     assert d.max_residual < 1e-10
 
 
+@pytest.mark.parametrize("depth", [2, 10, 30])
+def test_cdf_below_the_grid_follows_the_local_power_law(depth):
+    # A grid starting well inside the bulk leaves mass M₀ below x[0]: near 0 the
+    # Fuss–Catalan density is a power law ρ ∝ x^{−L/(L+1)}, so the CDF there is
+    # M₀ (t/x[0])^{1/(L+1)} -- not a straight line, which for deep nets would put the
+    # mass orders of magnitude too close to x[0] (KS distances of tenths).
+    edge = spectra.fuss_catalan_edge(depth)
+    x = np.geomspace(1e-6, 0.999, 300) * edge
+    d = spectra.jacobian_density("linear", 1.0, 0.0, depth, q=1.0, x=x)
+    # the mass below x[0] is what the grid and the atoms leave of 1, so it carries the
+    # grid's quadrature error: measured 4e-4 (L = 2) and less for deeper laws
+    assert d.continuous_mass_below() == pytest.approx(
+        float(spectra.fuss_catalan_cdf(depth, x[0])), abs=1e-3
+    )
+    below = np.geomspace(1e-14, 0.5, 12) * x[0]
+    exact = spectra.fuss_catalan_cdf(depth, below)
+    # the local exponent at x[0] drifts from 1/(L+1) further down: absolute CDF error
+    # measured ≤ 4e-4 / 3e-3 / 1.2e-2 (L = 2 / 10 / 30) down to 14 decades below x[0],
+    # where a straight line from 0 would be off by the whole mass there (0.26 at L = 30)
+    np.testing.assert_allclose(d.cdf(below), exact, atol=0.02)
+    assert d.cdf(0.0) == 0.0
+    # continuous at x[0]
+    assert d.cdf(x[0] * (1 - 1e-12)) == pytest.approx(float(d.cdf(x[0])), rel=1e-9)
+
+
 def test_scaled_linear_gaussian_density_is_scaled_fuss_catalan():
     sw, depth = 1.3, 3
     scale = sw ** (2 * depth)
