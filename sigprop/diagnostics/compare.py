@@ -18,7 +18,7 @@ import numpy as np
 from sigprop.diagnostics.measure import Measurement
 from sigprop.diagnostics.predict import Prediction
 
-__all__ = ["Agreement", "compare", "spectral_distances"]
+__all__ = ["Agreement", "compare", "resolution_floor", "spectral_distances"]
 
 
 def _arr(a):
@@ -76,40 +76,66 @@ class Agreement:
         }
 
 
+def resolution_floor(samples, zero_tol: float | None = None) -> float:
+    """The value below which squared singular values from a floating-point SVD are round-off.
+
+    The singular values of a computed Jacobian carry absolute errors of order ε·σ_max (ε
+    the unit round-off of ``samples``' dtype; Golub & Van Loan, *Matrix Computations*,
+    4th ed., §8.6.1), so squared values below (N·ε)²·max, N the number of samples (a
+    generous multiple of the matrix size, as numpy's ``matrix_rank`` uses), cannot be told
+    from 0: an exactly singular direction (ReLU's atom at 0) and a genuinely tiny one of a
+    deep network both land there. ``zero_tol`` overrides (N·ε)².
+    """
+    values = np.asarray(samples)
+    eps = np.finfo(values.dtype).eps if values.dtype.kind == "f" else np.finfo(np.float64).eps
+    values = np.abs(values.astype(np.float64, copy=False).ravel())
+    if values.size == 0:
+        return 0.0
+    tol = (values.size * float(eps)) ** 2 if zero_tol is None else float(zero_tol)
+    return tol * float(values.max())
+
+
 def spectral_distances(
-    samples, cdf, *, upper: float | None = None, n_grid: int = 4096, zero_tol: float = 1e-12
+    samples, cdf, *, upper: float | None = None, n_grid: int = 4096, zero_tol: float | None = None
 ):
     """(W₁, KS) between the empirical law of ``samples`` and a law given by its CDF.
 
     ``cdf`` is a vectorised callable t ↦ P(λ ≤ t) (e.g. ``JacobianDensity.cdf`` or
-    ``functools.partial(fuss_catalan_cdf, L)``). W₁ = ∫|F_emp − F| dt is integrated by the
-    trapezoid rule on the union of the samples and ``n_grid`` points spanning
-    [0, max(samples, upper)], on which F_emp is piecewise constant; KS = sup|F_emp − F| is
-    evaluated on both sides of every jump of F_emp. Samples below ``zero_tol`` times the
-    largest are set to 0: a singular value that is exactly 0 (ReLU's atom at 0) comes out
-    of a float64 SVD as round-off of order 1e-16·σ_max.
+    ``functools.partial(fuss_catalan_cdf, L)``). Non-negative samples (squared singular
+    values) are compared above their :func:`resolution_floor` t₀ only, where the empirical
+    CDF is exact: F_emp(t₀) counts every sample at round-off level, whatever its computed
+    value, against F(t₀), which includes any atom at 0; below t₀ a deep network's tiny
+    singular values and round-off are indistinguishable (W₁ omits at most t₀ there).
+    W₁ = ∫|F_emp − F| dt is integrated by the trapezoid rule on the union of the samples
+    and ``n_grid`` points spanning [t₀, max(samples, upper)], on which F_emp is piecewise
+    constant; KS = sup|F_emp − F| is evaluated on both sides of every jump of F_emp.
     """
+    raw = np.asarray(samples)
     samples = np.sort(np.asarray(samples, dtype=np.float64).ravel())
     if samples.size == 0 or not np.all(np.isfinite(samples)):
         raise ValueError("samples must be a non-empty array of finite values")
-    samples = np.where(np.abs(samples) <= zero_tol * np.abs(samples).max(), 0.0, samples)
     if not callable(cdf):
         raise ValueError("cdf must be a callable t -> P(X <= t)")
     hi = max(float(samples[-1]), float(upper) if upper is not None else 0.0)
-    lo = min(float(samples[0]), 0.0)
-    xs = np.union1d(np.linspace(lo, hi, n_grid), samples)
+    lo = resolution_floor(raw, zero_tol) if samples[0] >= 0 else float(samples[0])
+    hi = max(hi, lo)
+    xs = np.union1d(np.linspace(lo, hi, n_grid), samples[samples > lo])
     f_pred = np.asarray(cdf(xs), dtype=np.float64)
     if f_pred.shape != xs.shape or not np.all(np.isfinite(f_pred)):
         raise ValueError("cdf must return finite values of the same shape as its input")
     f_emp = np.searchsorted(samples, xs, side="right") / samples.size
     diff = np.abs(f_emp - f_pred)
     w1 = float(np.sum(0.5 * (diff[1:] + diff[:-1]) * np.diff(xs)))
-    # at a sample s compare F_emp(s⁻) with F(s⁻) and F_emp(s) with F(s) (F may have atoms)
-    f_at = np.asarray(cdf(samples), dtype=np.float64)
-    f_before = np.asarray(cdf(np.nextafter(samples, -np.inf)), dtype=np.float64)
-    below = np.searchsorted(samples, samples, side="left") / samples.size
-    above = np.searchsorted(samples, samples, side="right") / samples.size
-    ks = float(max(diff.max(), np.abs(below - f_before).max(), np.abs(above - f_at).max()))
+    # at a sample s > t₀ compare F_emp(s⁻) with F(s⁻) and F_emp(s) with F(s) (F may have
+    # atoms); the grid's first point t₀ covers the samples at or below it
+    resolved = samples[samples > lo]
+    ks = float(diff.max())
+    if resolved.size:
+        f_at = np.asarray(cdf(resolved), dtype=np.float64)
+        f_before = np.asarray(cdf(np.nextafter(resolved, -np.inf)), dtype=np.float64)
+        below = np.searchsorted(samples, resolved, side="left") / samples.size
+        above = np.searchsorted(samples, resolved, side="right") / samples.size
+        ks = max(ks, float(np.abs(below - f_before).max()), float(np.abs(above - f_at).max()))
     return w1, ks
 
 

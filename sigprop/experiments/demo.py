@@ -1077,6 +1077,7 @@ def _plot_spectra(ctx: _Context, results: dict) -> Path:
     log10 λ: p(log10 λ) = ln(10) λ ρ(λ)."""
     import numpy as np
 
+    from sigprop.diagnostics.compare import resolution_floor
     from sigprop.plotting.report import VARIANT_COLORS, figure, save, style
 
     variants = results["variants"]
@@ -1084,17 +1085,19 @@ def _plot_spectra(ctx: _Context, results: dict) -> Path:
         fig, axes = figure(len(variants), 1, width=3.0, height=2.5)
         for j, (variant, r) in enumerate(variants.items()):
             ax = axes[0, j]
-            lam = np.asarray(r["squared_singular_values"], dtype=float)
-            # float64 SVD resolves singular values down to ≈ 1e-15 σ_max: squared values
-            # below 1e-28 λ_max are round-off and are left out of the histogram.
-            floor = lam.max() * 1e-28 if lam.size else 0.0
+            lam = np.asarray(r["squared_singular_values"], dtype=float).ravel()
+            # squared values below the SVD's resolution floor are round-off and are left
+            # out of the histogram, which stays normalised to all values (like the law)
+            floor = resolution_floor(lam)
+            n_all = lam.size
             lam = lam[lam > floor]
             color = VARIANT_COLORS[variant]
             if lam.size:
-                ax.hist(
-                    np.log10(lam),
-                    bins=40,
-                    density=True,
+                counts, edges = np.histogram(np.log10(lam), bins=40)
+                ax.stairs(
+                    counts / (n_all * np.diff(edges)),
+                    edges,
+                    fill=True,
                     color=color,
                     alpha=0.35,
                     label="measured",
@@ -1118,7 +1121,8 @@ def _plot_spectra(ctx: _Context, results: dict) -> Path:
             ax.legend(frameon=False, loc="upper left")
         fig.suptitle(
             f"Hidden-chain Jacobian at the EOC, width {ctx.cfg.width}; pruned: ρ = "
-            f"{ctx.cfg.density} without rescaling (λ < 1e-28 λ_max is float64 round-off, not shown)",
+            f"{ctx.cfg.density} without rescaling (λ below float64 round-off, (Nε)² λ_max, not "
+            "shown)",
             fontsize=9,
         )
         return save(fig, ctx.out / "demo_jacobian_spectra.png")

@@ -21,7 +21,7 @@ def plot_jacobian_spectrum(
     *,
     law=None,
     bins: int = 60,
-    zero_tol: float = 1e-12,
+    zero_tol: float | None = None,
     title: str | None = None,
 ) -> str:
     """Histogram of ``spectrum``'s squared singular values with the predicted ``law`` over it.
@@ -32,19 +32,22 @@ def plot_jacobian_spectrum(
     path: the PNG to write.
     law: a ``sigprop.theory.spectra.JacobianDensity`` (``Prediction.jacobian_density``) or
         ``None`` for the histogram alone.
-    zero_tol: values below ``zero_tol`` times the largest are counted as exact zeros (float64
-        round-off of a rank-deficient product) and reported instead of histogrammed.
+    zero_tol: values at round-off level (below
+        :func:`sigprop.diagnostics.compare.resolution_floor`, by default (N·ε)² times the
+        largest) are counted as zeros and reported instead of histogrammed.
 
     Returns the path written.
     """
+    from sigprop.diagnostics.compare import resolution_floor
     from sigprop.plotting.report import figure, save, style
 
     if spectrum.method == "lanczos":
         raise ValueError("a Lanczos spectrum has only the top singular values; use method='exact'")
     if bins < 1:
         raise ValueError(f"bins must be ≥ 1, got {bins}")
-    values = np.asarray(spectrum.squared, dtype=np.float64).ravel()
-    zeros = values <= zero_tol * values.max()
+    raw = np.asarray(spectrum.squared)
+    values = raw.astype(np.float64).ravel()
+    zeros = values <= resolution_floor(raw, zero_tol)
     frac_zero = float(zeros.mean())
     # histogram normalised to the total count, so it is comparable with the continuous part
     # of a law that also has atoms
