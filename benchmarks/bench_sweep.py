@@ -40,6 +40,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import distributed
+    import torch
 
     from sigprop.experiments.sweep import Sweep, load_results, run_sweep
 
@@ -122,8 +123,9 @@ def main() -> None:
         "the workers are competing for CPU, not waiting for the sweep.",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"{load_note(2)} (with more runnable processes than cores a second worker cannot get "
-        "a whole core, and such a run can neither show nor refute the target); torch {torch.__version__}, numpy {np.__version__}, distributed "
+        f"{load_note(2)}: with more runnable processes than cores a second worker cannot get "
+        "a whole core, and such a run could neither show nor refute the target; "
+        f"torch {torch.__version__}, numpy {np.__version__}, distributed "
         f"{distributed.__version__}, Python {platform.python_version()}; "
         f"{datetime.date.today().isoformat()}{'; --quick' if args.quick else ''}.",
         "",
