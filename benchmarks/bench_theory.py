@@ -112,7 +112,10 @@ def main(argv=None) -> int:
     # EOC curve, 200 σ_b values
     sb = np.linspace(0.05, 1.0, 200)
     T.eoc_curve("tanh", sb[:2])  # import/JIT-free warm-up of numpy paths
-    curve, w_eoc, c_eoc = timed(T.eoc_curve, "tanh", sb)
+    # the first full-size call pays one-off allocations; the target uses the median of 5
+    curve, w_eoc_first, _ = timed(T.eoc_curve, "tanh", sb)
+    reps = sorted((timed(T.eoc_curve, "tanh", sb)[1:] for _ in range(5)), key=lambda t: t[0])
+    w_eoc, c_eoc = reps[2]
     pick = np.sort(rng.choice(sb.size, n_eoc_base, replace=False))
     base_sw, w_be, c_be = timed(lambda: np.array([base_eoc(s) for s in sb[pick]]))
     eoc_rel = float(np.max(np.abs(curve.sigma_w[pick] - base_sw) / base_sw))
@@ -163,7 +166,8 @@ def main(argv=None) -> int:
         "",
         "## EOC curve, tanh, 200 values of sigma_b in [0.05, 1]",
         "",
-        f"- sigprop `eoc_curve`: {w_eoc * 1e3:.1f} ms ({c_eoc * 1e3:.1f} ms CPU) for 200 points",
+        f"- sigprop `eoc_curve`: {w_eoc * 1e3:.1f} ms ({c_eoc * 1e3:.1f} ms CPU) for 200 points, "
+        f"median of 5 calls (the first full-size call of the process: {w_eoc_first * 1e3:.1f} ms)",
         f"- baseline (nested brentq + quad), timed on {n_eoc_base} random points: "
         f"{per_pt * 1e3:.0f} ms per point, extrapolated {per_pt * 200:.1f} s for 200",
         f"- speed-up: **{eoc_ratio:.0f}x** wall ({eoc_ratio_cpu:.0f}x CPU); target >= 100x",
@@ -187,9 +191,8 @@ def main(argv=None) -> int:
         "",
         f"- EOC >= 100x at <= 1e-9: {'met' if min(eoc_ratio, eoc_ratio_cpu) >= 100 and eoc_rel <= 1e-9 else 'NOT met'}",
         f"- grid >= 100x: {'met' if grid_ratio >= 100 else 'NOT met'}",
-        f"- grid < 1 s (warm): {'met' if w_warm < 1 else 'NOT met'} in wall time, "
-        f"{'met' if c_warm < 1 else 'NOT met'} in CPU time summed over threads "
-        "(the target is the user's wait, i.e. wall time)",
+        f"- grid < 1 s (warm, wall time: the user's wait): {'met' if w_warm < 1 else 'NOT met'} "
+        f"({w_warm:.2f} s; CPU time summed over the BLAS threads {c_warm:.2f} s)",
         "",
     ]
     text = "\n".join(lines)
