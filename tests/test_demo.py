@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -75,6 +76,15 @@ def test_quick_demo_through_the_entry_point(tmp_path):
             assert all(v is not None for v in r["q_measured"] + r["q_predicted"])
     for r in results["sections"]["training"]["runs"].values():
         assert len(r["test_accuracy"]) == QUICK.epochs
+    # every Markdown table keeps its columns (a '|' inside a cell, as in |b|, is escaped)
+    for block in re.findall(r"(?:^\|.*\n?)+", report, flags=re.MULTILINE):
+        widths = {len(re.split(r"(?<!\\)\|", line.strip())) for line in block.splitlines()}
+        assert len(widths) == 1, block[:300]
+    # SynFlow runs in the theorem's bias-free setting and, alongside, as the official code does
+    collapse = results["sections"]["collapse"]
+    if "synflow" in QUICK.methods:
+        methods = {r["method"] for r in collapse["runs"].values()}
+        assert {"synflow", "synflow, biases in R"} <= methods
     figures = sorted(out.glob("demo_*.png"))
     assert len(figures) == 4
     for fig in figures:

@@ -27,6 +27,7 @@ METHOD_COLORS = {
     "snip": "#56B4E9",
     "grasp": "#009E73",
     "synflow": "#CC79A7",
+    "synflow, biases in R": "#8C4A75",
 }
 
 _STYLE = {
@@ -108,10 +109,16 @@ def fmt(x: float | int | None, digits: int = 3) -> str:
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A GitHub-flavoured Markdown table; floats go through :func:`fmt`."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    """A GitHub-flavoured Markdown table; floats go through :func:`fmt`, and a ``|`` inside a
+    cell (|b|, |W|) is escaped so that it does not split the cell."""
+
+    def cell(c: object) -> str:
+        return (fmt(c) if isinstance(c, (float, int)) else str(c)).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(cell, headers)) + " |"]
+    lines.append("|" + "|".join(" --- " for _ in headers) + "|")
     for row in rows:
-        cells = [fmt(c) if isinstance(c, (float, int)) else str(c) for c in row]
+        cells = [cell(c) for c in row]
         if len(cells) != len(headers):
             raise ValueError(f"row has {len(cells)} cells, the table {len(headers)} columns")
         lines.append("| " + " | ".join(cells) + " |")
