@@ -76,33 +76,52 @@ class Agreement:
         }
 
 
-def resolution_floor(samples, zero_tol: float | None = None) -> float:
+def resolution_floor(samples, zero_tol: float | None = None, *, dtype=None) -> float:
     """The value below which squared singular values from a floating-point SVD are round-off.
 
     The singular values of a computed Jacobian carry absolute errors of order ε·σ_max (ε
-    the unit round-off of ``samples``' dtype; Golub & Van Loan, *Matrix Computations*,
-    4th ed., §8.6.1), so squared values below (N·ε)²·max, N the number of samples (a
-    generous multiple of the matrix size, as numpy's ``matrix_rank`` uses), cannot be told
-    from 0: an exactly singular direction (ReLU's atom at 0) and a genuinely tiny one of a
-    deep network both land there. ``zero_tol`` overrides (N·ε)².
+    the unit round-off of the precision the Jacobian was computed in; Golub & Van Loan,
+    *Matrix Computations*, 4th ed., §8.6.1), so squared values below (N·ε)²·max, N the
+    matrix dimension (numpy's ``matrix_rank`` tolerance, squared), cannot be told from 0:
+    an exactly singular direction (ReLU's atom at 0) and a genuinely tiny one of a deep
+    network both land there.
+
+    ``samples``: squared singular values, shape (n_inputs, N) (``JacobianSpectrum.squared``)
+    or a flat array (then N is its length: conservative when inputs are pooled). ``dtype``:
+    the precision of the computation (``JacobianSpectrum.dtype``, e.g. ``"float32"``;
+    default the dtype of ``samples`` -- a float32 Jacobian stored as float64 needs it).
+    ``zero_tol`` overrides (N·ε)².
     """
     values = np.asarray(samples)
-    eps = np.finfo(values.dtype).eps if values.dtype.kind == "f" else np.finfo(np.float64).eps
-    values = np.abs(values.astype(np.float64, copy=False).ravel())
+    if dtype is not None:
+        eps = float(np.finfo(np.dtype(str(dtype).replace("torch.", ""))).eps)
+    elif values.dtype.kind == "f":
+        eps = float(np.finfo(values.dtype).eps)
+    else:
+        eps = float(np.finfo(np.float64).eps)
+    n = values.shape[-1] if values.ndim >= 2 else values.size
+    values = np.abs(values.astype(np.float64, copy=False))
     if values.size == 0:
         return 0.0
-    tol = (values.size * float(eps)) ** 2 if zero_tol is None else float(zero_tol)
+    tol = (n * eps) ** 2 if zero_tol is None else float(zero_tol)
     return tol * float(values.max())
 
 
 def spectral_distances(
-    samples, cdf, *, upper: float | None = None, n_grid: int = 4096, zero_tol: float | None = None
+    samples,
+    cdf,
+    *,
+    upper: float | None = None,
+    n_grid: int = 4096,
+    zero_tol: float | None = None,
+    dtype=None,
 ):
     """(W₁, KS) between the empirical law of ``samples`` and a law given by its CDF.
 
     ``cdf`` is a vectorised callable t ↦ P(λ ≤ t) (e.g. ``JacobianDensity.cdf`` or
     ``functools.partial(fuss_catalan_cdf, L)``). Non-negative samples (squared singular
-    values) are compared above their :func:`resolution_floor` t₀ only, where the empirical
+    values, ``(n_inputs, N)`` or flat; ``dtype`` the precision they were computed in) are
+    compared above their :func:`resolution_floor` t₀ only, where the empirical
     CDF is exact: F_emp(t₀) counts every sample at round-off level, whatever its computed
     value, against F(t₀), which includes any atom at 0; below t₀ a deep network's tiny
     singular values and round-off are indistinguishable (W₁ omits at most t₀ there).
@@ -117,7 +136,8 @@ def spectral_distances(
     if not callable(cdf):
         raise ValueError("cdf must be a callable t -> P(X <= t)")
     hi = max(float(samples[-1]), float(upper) if upper is not None else 0.0)
-    lo = resolution_floor(raw, zero_tol) if samples[0] >= 0 else float(samples[0])
+    signed = samples[0] < 0  # not squared singular values: no floor, every sample counts
+    lo = float(samples[0]) if signed else resolution_floor(raw, zero_tol, dtype=dtype)
     hi = max(hi, lo)
     xs = np.union1d(np.linspace(lo, hi, n_grid), samples[samples > lo])
     f_pred = np.asarray(cdf(xs), dtype=np.float64)
@@ -128,7 +148,7 @@ def spectral_distances(
     w1 = float(np.sum(0.5 * (diff[1:] + diff[:-1]) * np.diff(xs)))
     # at a sample s > t₀ compare F_emp(s⁻) with F(s⁻) and F_emp(s) with F(s) (F may have
     # atoms); the grid's first point t₀ covers the samples at or below it
-    resolved = samples[samples > lo]
+    resolved = samples if signed else samples[samples > lo]
     ks = float(diff.max())
     if resolved.size:
         f_at = np.asarray(cdf(resolved), dtype=np.float64)
@@ -177,7 +197,9 @@ def compare(prediction: Prediction, measurement: Measurement, spectrum=None) -> 
         moment_err = _rel(measured[:k], np.asarray(prediction.jacobian_moments)[:k])
     law = prediction.jacobian_density
     if spectrum is not None and law is not None and spectrum.method != "lanczos":
-        w1, ks = spectral_distances(spectrum.squared, law.cdf, upper=float(law.edge))
+        w1, ks = spectral_distances(
+            spectrum.squared, law.cdf, upper=float(law.edge), dtype=spectrum.dtype
+        )
     summary = {
         "q_rel_err": _summary(q_err),
         "chi_rel_err": _summary(chi_err),

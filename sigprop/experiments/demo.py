@@ -1017,7 +1017,7 @@ def _section_spectra(ctx: _Context) -> _Section:
         law = pred.jacobian_density
         w1 = ks = float("nan")
         if law is not None:
-            w1, ks = spectral_distances(sq.ravel(), law.cdf)
+            w1, ks = spectral_distances(sq, law.cdf, dtype=meas.spectrum.dtype)
         w1_rel = w1 / m_pred[0]
         e1 = abs(math.log10(m_meas[0] / m_pred[0]))
         e2 = abs(math.log10(m_meas[1] / m_pred[1]))
@@ -1037,7 +1037,8 @@ def _section_spectra(ctx: _Context) -> _Section:
             "wasserstein1": w1,
             "wasserstein1_rel": w1_rel,
             "ks": ks,
-            "squared_singular_values": sq.ravel(),
+            "squared_singular_values": sq,
+            "dtype": meas.spectrum.dtype,
             "law_x": None if law is None else law.x,
             "law_density": None if law is None else law.density,
             "law_atoms": None if law is None else law.atoms,
@@ -1101,10 +1102,11 @@ def _plot_spectra(ctx: _Context, results: dict) -> Path:
         fig, axes = figure(len(variants), 1, width=3.0, height=2.5)
         for j, (variant, r) in enumerate(variants.items()):
             ax = axes[0, j]
-            lam = np.asarray(r["squared_singular_values"], dtype=float).ravel()
+            lam = np.asarray(r["squared_singular_values"], dtype=float)
             # squared values below the SVD's resolution floor are round-off and are left
             # out of the histogram, which stays normalised to all values (like the law)
-            floor = resolution_floor(lam)
+            floor = resolution_floor(lam, dtype=r["dtype"])
+            lam = lam.ravel()
             n_all = lam.size
             lam = lam[lam > floor]
             color = VARIANT_COLORS[variant]

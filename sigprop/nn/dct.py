@@ -293,8 +293,10 @@ def _lazy_zeros(numel: int, like: Tensor) -> Tensor:
     On the CPU it is allocated by ``numpy.zeros`` (``calloc``), whose large blocks are fresh
     pages the OS zeroes lazily on first touch, instead of ``torch.zeros``' explicit fill:
     scattering a sparse gradient into it touches only the pages that hold kept entries
-    (4096 × 4096 float32 at density 1e-3: 5 ms instead of 21 ms, measured while developing
-    ``benchmarks/bench_dct.py``)."""
+    (4096 × 4096 float32 at density 1e-3: 5–8 ms instead of 8–22 ms, measured while
+    developing ``benchmarks/bench_dct.py``). That holds for blocks glibc maps fresh (above
+    its dynamic mmap threshold, at most 32 MiB); smaller ones come from the heap and cost
+    what ``torch.zeros`` does, so there the gain is only the skipped masking pass."""
     np_dtype = _NUMPY_DTYPES.get(like.dtype)
     if like.device.type != "cpu" or np_dtype is None:
         return torch.zeros(numel, dtype=like.dtype, device=like.device)
@@ -322,9 +324,14 @@ class _KeptValues(torch.autograd.Function):
         out = out.view(ctx.shape)
         layer = ctx.layer()
         if layer is not None:
-            # valid for this backward pass only: cleared when the engine finishes it, so a
-            # later gradient that reuses the memory is never mistaken for this one
-            layer.__dict__["_masked_grad"] = (out.data_ptr(), out._version, tuple(out.shape))
+            # Valid for this backward pass only (cleared when the engine finishes it, and by
+            # the next forward if the pass fails; within the pass `out` is alive, so no
+            # other tensor can have its address), for this tensor unchanged (address and
+            # version counter: neither a reference, which would stop autograd from taking
+            # `out` as the .grad without a copy, nor a weak one, which dies with the Python
+            # wrapper) and for the pattern it was built on (a mask changed since then must
+            # still be applied).
+            layer.__dict__["_masked_grad"] = (out.data_ptr(), out._version, out.shape, p)
             torch.autograd.Variable._execution_engine.queue_callback(
                 lambda: layer.__dict__.pop("_masked_grad", None)
             )
@@ -499,6 +506,7 @@ class _SparsePart(MaskedMixin):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_pattern_cache", None)
+        state.pop("_masked_grad", None)
         state["_pattern_key"] = None
         return state
 
@@ -526,6 +534,7 @@ class _SparsePart(MaskedMixin):
                 return x2d @ self._compact_weight().reshape(pattern.shape).t()
             return _CSRLinear.apply(values, x2d, pattern)
         self._ensure_grad_hook()
+        self.__dict__.pop("_masked_grad", None)  # left over by a failed backward pass
         w2d = self.weight.reshape(self.weight.shape[0], -1)
         if not self.uses_sparse_kernel():
             return x2d @ (w2d * self.weight_mask.reshape(w2d.shape)).t()
@@ -535,10 +544,19 @@ class _SparsePart(MaskedMixin):
 
     def _grad_is_masked(self, grad: Tensor) -> bool:
         """True when ``grad`` is, unchanged, the gradient :class:`_KeptValues` built from the
-        kept entries in this backward pass (same storage, same version counter: nothing was
-        added into it since), i.e. the weight was reached only through the sparse product."""
+        kept entries of the current mask in this backward pass (the same tensor with the same
+        version counter: nothing was added into it since), i.e. the weight was reached only
+        through the sparse product."""
         mark = self.__dict__.pop("_masked_grad", None)
-        return mark == (grad.data_ptr(), grad._version, tuple(grad.shape))
+        if mark is None:
+            return False
+        ptr, version, shape, pattern = mark
+        return (
+            grad.data_ptr() == ptr
+            and grad._version == version
+            and grad.shape == shape
+            and pattern is self._pattern()
+        )
 
 
 class DCTPlusSparseLinear(_SparsePart, nn.Module):

@@ -34,7 +34,7 @@ def plot_jacobian_spectrum(
         ``None`` for the histogram alone.
     zero_tol: values at round-off level (below
         :func:`sigprop.diagnostics.compare.resolution_floor`, by default (N·ε)² times the
-        largest) are counted as zeros and reported instead of histogrammed.
+        largest, ε of ``spectrum.dtype``) are counted as zeros and reported instead of histogrammed.
 
     Returns the path written.
     """
@@ -47,7 +47,7 @@ def plot_jacobian_spectrum(
         raise ValueError(f"bins must be ≥ 1, got {bins}")
     raw = np.asarray(spectrum.squared)
     values = raw.astype(np.float64).ravel()
-    zeros = values <= resolution_floor(raw, zero_tol)
+    zeros = values <= resolution_floor(raw, zero_tol, dtype=spectrum.dtype)
     frac_zero = float(zeros.mean())
     # histogram normalised to the total count, so it is comparable with the continuous part
     # of a law that also has atoms

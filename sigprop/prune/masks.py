@@ -139,6 +139,19 @@ def _masked_forward_pre_hook(module: nn.Module, args):
         module.__dict__["_sigprop_hooked_weight"] = weakref.ref(weight)
 
 
+def _computes_masked(module: nn.Module) -> bool:
+    """Whether ``module``'s forward reads its weight only through ``weight * weight_mask``
+    (sigprop's masked and DCT-plus-sparse layers, and layers made prunable by
+    :func:`attach_masks`, whose pre-hook zeroes pruned weights before each forward). Any
+    other module with a ``weight_mask`` buffer is prunable too, but only zeroed weights keep
+    it exactly masked."""
+    from sigprop.nn.masked import MaskedMixin
+
+    return isinstance(module, MaskedMixin) or any(
+        hook is _masked_forward_pre_hook for hook in module._forward_pre_hooks.values()
+    )
+
+
 def attach_masks(
     model: nn.Module,
     layer_types: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d),

@@ -31,7 +31,7 @@ from torch import nn
 from sigprop.nn.activation import is_elementwise
 from sigprop.nn.masked import as_generator, require_prunable
 from sigprop.nn.utils import as_batches
-from sigprop.prune.masks import _all_finite, apply
+from sigprop.prune.masks import _all_finite, _computes_masked, apply, validate_mask
 
 __all__ = [
     "SCORERS",
@@ -115,8 +115,9 @@ def _grads(outputs, weights, grad_outputs=None, create_graph: bool = False):
 
     ``grad_outputs`` gives vector-Jacobian products: with ``outputs`` a differentiable
     gradient g(θ) and ``grad_outputs = v`` held fixed this is Hv = ∂⟨v, g(θ)⟩/∂θ.
-    Without ``create_graph`` the returned tensors are contiguous and are the caller's to
-    modify in place (an expanded gradient is copied first). Entries of a list ``outputs``
+    Without ``create_graph`` the returned tensors are contiguous, distinct and the caller's
+    to modify in place (an expanded gradient, or the repeat of a weight shared by two
+    layers, is copied first). Entries of a list ``outputs``
     that do not depend on the weights are skipped with their ``grad_outputs``.
     """
     if isinstance(outputs, list):
@@ -133,10 +134,16 @@ def _grads(outputs, weights, grad_outputs=None, create_graph: bool = False):
         allow_unused=True,
         retain_graph=create_graph,
     )
-    return [
-        torch.zeros_like(w) if g is None else (g if create_graph else g.contiguous())
-        for g, w in zip(grads, weights)
-    ]
+    out, seen = [], set()
+    for g, w in zip(grads, weights):
+        if g is None:
+            g = torch.zeros_like(w)
+        elif not create_graph:
+            # a weight shared by two layers gets the same tensor twice: copy the repeats
+            g = g.clone() if id(g) in seen else g.contiguous()
+        seen.add(id(g))
+        out.append(g)
+    return out
 
 
 def _normalise_(raw: list[torch.Tensor], masks, what: str, eps: float | None = None):
@@ -369,14 +376,22 @@ class SynFlowSession:
     def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
         """Write the masks of the next round into the copy's ``weight_mask`` buffers.
 
-        Cheaper than :func:`~sigprop.prune.masks.apply` (one copy per layer, no weight
-        zeroing or finiteness scan): a prunable layer computes with ``weight * weight_mask``,
-        so R and ∂R/∂θ already vanish at pruned positions whatever the copy stores there,
-        and the copy's weights were checked finite when it was made. ``masks`` come from
-        :func:`~sigprop.prune.masks.select` (bool, the weights' shapes)."""
+        Cheaper than :func:`~sigprop.prune.masks.apply` (no finiteness scan; the copy's
+        weights were checked finite when it was made): a layer that computes with
+        ``weight * weight_mask`` (:func:`~sigprop.prune.masks._computes_masked`) only gets
+        its mask, since R and ∂R/∂θ vanish at its pruned positions whatever the copy stores
+        there; any other prunable layer also has its pruned weights zeroed, so that they
+        neither feed R nor score. ``masks``: {name: bool or 0/1 tensor of the weight's
+        shape}, as :func:`~sigprop.prune.masks.select` returns."""
         with torch.no_grad():
             for name, mask in masks.items():
-                self.layers[name].weight_mask.copy_(mask)
+                layer = self.layers.get(name)
+                if layer is None:
+                    raise ValueError(f"{name!r} is not a prunable weight of the SynFlow copy")
+                keep = validate_mask(mask, layer.weight.shape, name)
+                layer.weight_mask.copy_(keep)
+                if not _computes_masked(layer):
+                    layer.weight.masked_fill_(~keep.to(layer.weight.device), 0.0)
 
     def scores(self) -> Scores:
         """One round of SynFlow scores |θ ⊙ ∂R/∂θ| on the copy (higher = keep)."""
@@ -384,8 +399,8 @@ class SynFlowSession:
         while True:
             weights = [self.layers[n].weight for n in names]
             r = self.objective()
-            # no explicit gradient masking: a prunable layer computes with weight*mask, so
-            # ∂R/∂weight vanishes at pruned positions (and the copy's pruned weights are 0)
+            # no explicit gradient masking: pruned positions score 0, as either the layer
+            # computes with weight*mask (∂R/∂weight = 0 there) or the weight is 0 (set_masks)
             grads = torch.autograd.grad(r, weights, allow_unused=True)
             value = float(r.detach())
             guarded = self._auto and self.dtype == torch.float32

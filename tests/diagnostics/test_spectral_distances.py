@@ -57,11 +57,45 @@ def test_a_wrong_law_is_still_detected():
     assert ks > 0.2
 
 
+def test_a_float32_spectrum_stored_as_float64_uses_float32_round_off():
+    # JacobianSpectrum stores singular values as float64 whatever precision computed them:
+    # its `dtype` sets ε. Two inputs of a width-100 float32 Jacobian with a ReLU-like atom:
+    # round-off zeros of order (ε₃₂ σ_max)² ≈ 1e-14 must count as zeros.
+    rng = np.random.default_rng(1)
+    zeros = 1e-14 * rng.random((2, 50))
+    bulk = np.tile((np.arange(50) + 0.5) / 50, (2, 1))
+    samples = np.concatenate([zeros, bulk], axis=1)  # float64, shape (2, 100)
+
+    def cdf(t):
+        t = np.asarray(t, dtype=np.float64)
+        return np.where(t >= 0, 0.5 + 0.5 * np.clip(t, 0, 1), 0.0)
+
+    assert resolution_floor(samples, dtype="float32") == pytest.approx(
+        (100 * float(np.finfo(np.float32).eps)) ** 2 * samples.max()  # N = 100, not 200
+    )
+    assert resolution_floor(samples, dtype="float32") > zeros.max()
+    _, ks = spectral_distances(samples, cdf, dtype="float32")
+    assert ks <= 1.0 / 100 + 1e-12
+    # read as a float64 computation the same values would be a bulk, not an atom
+    assert resolution_floor(samples) < zeros.min()
+
+
+def test_signed_samples_are_compared_everywhere():
+    # not squared singular values: no floor, and the jump at the smallest sample counts
+    from scipy.stats import norm
+
+    _, ks = spectral_distances(np.array([-1.0, 5.0]), norm(loc=-3.0).cdf)
+    assert ks == pytest.approx(norm.cdf(2.0), abs=1e-12)  # F(−1) = 0.977, F_emp(−1⁻) = 0
+
+
 def test_resolution_floor_and_bad_input():
     assert resolution_floor(np.array([0.0, 0.0])) == 0.0
     assert resolution_floor(np.ones(10), zero_tol=1e-3) == pytest.approx(1e-3)
     assert resolution_floor(np.ones(10, dtype=np.float32)) == pytest.approx(
         (10 * float(np.finfo(np.float32).eps)) ** 2
+    )
+    assert resolution_floor(np.ones((3, 10)), dtype="torch.float64") == pytest.approx(
+        (10 * float(np.finfo(np.float64).eps)) ** 2
     )
     with pytest.raises(ValueError, match="finite"):
         spectral_distances(np.array([np.nan]), _log_uniform_cdf(-1, 0))

@@ -1,5 +1,6 @@
 """DCT-plus-sparse layers against materialised references (float64)."""
 
+import copy
 import math
 
 import numpy as np
@@ -188,6 +189,47 @@ def test_sparse_path_gradient_skips_the_masking_pass_only_when_it_is_the_whole_g
     (layer.weight - target).square().sum().backward()
     assert torch.all(layer.weight.grad[pruned] == 0)
     torch.testing.assert_close(layer.weight.grad, penalty * layer.weight_mask)
+
+
+def test_sparse_path_skips_the_masking_pass_and_never_with_a_stale_mark():
+    layer, x = _csr_layer()
+    calls = []
+    original = layer._grad_is_masked
+
+    def spy(grad):
+        calls.append(original(grad))
+        return calls[-1]
+
+    layer._grad_is_masked = spy  # an instance attribute shadows the method
+    layer(x).sum().backward()
+    assert calls == [True]  # the sparse path alone: the hook's full pass is skipped
+
+    # a mask changed between forward and backward: the gradient is masked with the new one
+    layer.weight.grad = None
+    y = layer(x).sum()
+    layer.set_mask(torch.zeros_like(layer.weight_mask))
+    y.backward()
+    assert calls[-1] is False and torch.all(layer.weight.grad == 0)
+
+    # a backward pass that fails after the layer's backward leaves its mark behind; the next
+    # forward clears it, and copies never carry it
+    class Fail(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):
+            return t.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            raise RuntimeError("upstream failure")
+
+    layer.set_mask(torch.ones_like(layer.weight_mask))
+    x_in = x.clone().requires_grad_()
+    with pytest.raises(RuntimeError, match="upstream failure"):  # nothing is accumulated
+        torch.autograd.grad(layer(Fail.apply(x_in)).sum(), [layer.weight, x_in])
+    assert "_masked_grad" in layer.__dict__
+    assert "_masked_grad" not in copy.deepcopy(layer).__dict__
+    layer(x)
+    assert "_masked_grad" not in layer.__dict__
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

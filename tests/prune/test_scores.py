@@ -171,35 +171,50 @@ def test_synflow_float32_matches_float64_in_safe_range():
         torch.testing.assert_close(s32[n].double(), s64[n], rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize("kind", ["attach", "masked", "dct"])
+class _BufferOnlyLinear(nn.Linear):
+    """Prunable by the documented contract (a ``weight`` and a ``weight_mask`` buffer) but
+    computing with the raw weight: only zeroed weights keep it masked."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__(n_in, n_out)
+        self.register_buffer("weight_mask", torch.ones_like(self.weight))
+
+
+@pytest.mark.parametrize("kind", ["attach", "masked", "dct", "dct-csr", "buffer-only"])
 def test_synflow_rounds_with_session_set_masks_equal_rounds_with_full_apply(kind):
-    # SynFlowSession.set_masks only rewrites the copy's masks (pruned weights of the copy
-    # keep their |θ|); each round must still score exactly as a fresh copy of the model with
-    # the masks applied (pruned weights zeroed) does.
+    # SynFlowSession.set_masks only rewrites the copy's masks where the layer computes with
+    # weight*mask (pruned weights of the copy keep their |θ|) and zeroes pruned weights
+    # elsewhere; each round must still score exactly as a fresh copy of the model with the
+    # masks applied (pruned weights zeroed) does.
     from sigprop.nn import DCTPlusSparseLinear, MaskedLinear
 
     g = torch.Generator().manual_seed(3)
+    start = 1.0
     if kind == "attach":
         model = nn.Sequential(
             nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)
         )
         M.attach_masks(model)
+    elif kind == "buffer-only":
+        model = nn.Sequential(_BufferOnlyLinear(6, 8), nn.ReLU(), _BufferOnlyLinear(8, 3))
     elif kind == "masked":
         model = nn.Sequential(
             MaskedLinear(6, 8, generator=g), nn.Tanh(), MaskedLinear(8, 3, generator=g)
         )
-    else:
+    else:  # the CSR kernel gathers S's kept entries (_KeptValues); start from density 0.5
+        start = 1.0 if kind == "dct" else 0.5
+        kw = {"kernel": "csr"} if kind == "dct-csr" else {}
         model = nn.Sequential(
-            DCTPlusSparseLinear(6, 8, density=1.0, generator=g),
+            DCTPlusSparseLinear(6, 8, density=start, generator=g, **kw),
             nn.ReLU(),
-            DCTPlusSparseLinear(8, 3, density=1.0, generator=g),
+            DCTPlusSparseLinear(8, 3, density=start, generator=g, **kw),
         )
         with torch.no_grad():
             for m in model:
                 if hasattr(m, "weight"):
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=g))
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) * m.weight_mask)
     model = model.double()
-    densities = M.schedule(0.1, 6)
+    densities = M.schedule(0.1, 6, start=start)
     session = S.SynFlowSession(model)
     reference = copy.deepcopy(model)
     masks = M.current_masks(model)
@@ -214,6 +229,36 @@ def test_synflow_rounds_with_session_set_masks_equal_rounds_with_full_apply(kind
     assert sum(int(m.sum()) for m in masks.values()) == M.kept_count(
         0.1, sum(m.numel() for m in masks.values())
     )
+    with pytest.raises(ValueError, match="not a prunable weight"):
+        session.set_masks({"nope.weight": masks[next(iter(masks))]})
+    with pytest.raises(ValueError, match="shape"):
+        session.set_masks({n: m[:1] for n, m in masks.items()})
+
+
+def test_snip_and_grasp_with_a_weight_shared_by_two_layers():
+    # One Parameter in two prunable layers: autograd returns one gradient tensor for both
+    # names, which the scorers must not scale twice in place.
+    a, b = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
+    b.weight = a.weight
+    model = nn.Sequential(a, nn.Tanh(), b).double()
+    with torch.no_grad():
+        a.weight.copy_(torch.randn(4, 4, generator=torch.Generator().manual_seed(0)))
+    M.attach_masks(model)
+    x, y = _batch(n=6, d=4, classes=4)
+    w = a.weight
+    g = torch.autograd.grad(F.cross_entropy(model(x), y), w)[0]
+    raw = (g * w).abs().detach()
+    snip = S.snip_scores(model, (x, y))
+    for n in ("0.weight", "2.weight"):  # float64 round-off of one product and a sum
+        torch.testing.assert_close(snip[n], raw / (2 * raw.sum()), rtol=1e-12, atol=1e-15)
+    gr = torch.autograd.grad(F.cross_entropy(model(x) / 200.0, y), w, create_graph=True)[0]
+    hg = torch.autograd.grad(gr, w, grad_outputs=2 * gr.detach())[0]  # both names' ⟨v, g⟩
+    raw = (w * hg).detach()
+    grasp = S.grasp_scores(model, (x, y))
+    for n in ("0.weight", "2.weight"):
+        torch.testing.assert_close(
+            grasp[n], raw / ((2 * raw.sum()).abs() + 1e-10), rtol=1e-9, atol=1e-15
+        )
 
 
 def test_synflow_input_shape_for_convolutions():
