@@ -282,6 +282,8 @@ def _identity_hook(module, args, output):
 #: recomputed in float64 (scores span many decades below R in deep nets; float32's smallest
 #: normal number is 1.2e-38, so this leaves ≥ 20 decades of headroom below R).
 _FLOAT32_SAFE = (1e-15, 1e15)
+#: a float32 model that went to float64 comes back once R is inside this narrower range
+_BACK_TO_FLOAT32 = (1e-14, 1e14)
 
 
 class SynFlowSession:
@@ -308,8 +310,10 @@ class SynFlowSession:
       activations applied functionally inside a module's ``forward`` cannot be bypassed;
     * overflow: deep nets make R overflow float32 (R grows like (width·σ_w)^depth). With
       ``dtype=None`` a float32 model is scored in float32 while R stays within
-      ``[1e-15, 1e15]`` and in float64 otherwise (decided each round); a non-finite R in
-      float64 raises ``ValueError``. Pass ``dtype=torch.float64`` to always use float64.
+      ``[1e-15, 1e15]`` and in float64 otherwise (decided each round: a round whose R
+      leaves the range is recomputed in float64, and once pruning has brought R back within
+      ``[1e-14, 1e14]`` the next rounds return to float32); a non-finite R in float64
+      raises ``ValueError``. Pass ``dtype=torch.float64`` to always use float64.
 
     ``session.model`` is the copy; :meth:`set_masks` updates its masks between rounds
     (iterative SynFlow).
@@ -416,10 +420,16 @@ class SynFlowSession:
                 f"SynFlow objective R = {value} is not finite in {self.dtype}; the network "
                 "is too deep for this precision"
             )
-        return {
+        scores = {
             n: torch.zeros_like(w) if g is None else torch.mul(w.detach(), g).abs_()
             for n, w, g in zip(names, weights, grads)
         }
+        if self._auto and self.dtype == torch.float64 and _BACK_TO_FLOAT32[0] <= value:
+            if value <= _BACK_TO_FLOAT32[1]:
+                # pruning only removes paths, so R never grows again: later rounds are
+                # safe in float32 (at a decade's margin) and cost half the memory traffic
+                self._to(torch.float32)
+        return scores
 
 
 def _synflow_input_shape(model, data, input_shape) -> tuple[int, ...]:

@@ -161,6 +161,39 @@ def test_synflow_switches_to_float64_when_float32_overflows():
         S.synflow_scores(model)
 
 
+def test_synflow_returns_to_float32_once_pruning_brings_r_into_range():
+    depth, width = 10, 64
+    layers = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width, bias=False), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(width, 2, bias=False))
+    M.attach_masks(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)  # R = 2 · 64^11 ≈ 1.5e20: beyond the float32 range
+    session = S.SynFlowSession(model)
+    session.scores()
+    assert session.dtype == torch.float64
+    # keep 4 inputs per hidden unit: R = 2 · 64 · 4^10 ≈ 1.3e8, well inside the range
+    keep = torch.zeros(width, width, dtype=torch.bool)
+    keep[:, :4] = True
+    masks = {
+        n: keep if m.shape == keep.shape else torch.ones_like(m, dtype=torch.bool)
+        for n, m in M.current_masks(model).items()
+    }
+    session.set_masks(masks)
+    session.scores()  # this round still in float64, the next ones in float32
+    assert session.dtype == torch.float32
+    got = session.scores()
+    reference = copy.deepcopy(model)
+    M.apply(reference, masks)
+    exact = S.synflow_scores(reference, dtype=torch.float64)
+    for n in exact:
+        assert got[n].dtype == torch.float32
+        # float32 round-off of products of ≤ 12 factors: relative 1e-6
+        torch.testing.assert_close(got[n].double(), exact[n], rtol=1e-6, atol=0)
+
+
 def test_synflow_float32_matches_float64_in_safe_range():
     model = _two_layer(act=nn.ReLU(), dims=(5, 4, 3)).float()
     s32 = S.synflow_scores(model)
