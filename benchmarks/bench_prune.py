@@ -226,8 +226,10 @@ def write_results(rows, density, args) -> None:
         f"- machine: `{platform.processor() or platform.machine()}`, {os.cpu_count()} cores, "
         f"torch {torch.__version__} with "
         f"{torch.get_num_threads()} intra-op thread(s), numpy {np.__version__}; models in "
-        "float32 (SynFlow switches itself to float64 where R leaves [1e-15, 1e15], then a "
-        "float64 batch-1 baseline is measured as well)",
+        "float32 (SynFlow scores a round in float64 where R leaves [1e-15, 1e15] and returns "
+        "to float32 once pruning brings R within [1e-14, 1e14]; 'SynFlow dtype' is that of "
+        "the first round, and where it is float64 a float64 batch-1 baseline is measured as "
+        "well)",
         f"- SynFlow: `prune_at_init(model, 'synflow', {density})`, 100 rounds, exponential "
         "schedule, global exact top-k; timed end to end (deep copy and final application "
         "included). Baselines: 100 forward+backward passes of the same masked model on the "
@@ -237,7 +239,7 @@ def write_results(rows, density, args) -> None:
         "",
         "### SynFlow (100 rounds) against 100 forward+backward passes",
         "",
-        "| model | weights | SynFlow dtype | SynFlow (s) | batch 1 (s) | ratio | "
+        "| model | weights | SynFlow dtype (round 1) | SynFlow (s) | batch 1 (s) | ratio | "
         "batch 1, float64 (s) | ratio | batch B (s) | ratio | B |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
