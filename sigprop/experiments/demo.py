@@ -868,7 +868,7 @@ def _section_collapse(ctx: _Context) -> _Section:
             "connected": rep.connected,
             "dead_units": int(rep.n_dead_units),
         }
-    agree_items, theory = _collapse_theory(ctx, runs, base, xb)
+    agree_items, theory = _collapse_theory(ctx, runs, base, xb, yb)
     results = {
         "layers": names,
         "fan_in": fan_in,
@@ -908,7 +908,11 @@ def _section_collapse(ctx: _Context) -> _Section:
         "the layers with the largest fan-in are emptied first (Hayou et al., arXiv "
         "2002.08797, §3). Sensitivity scores (SNIP) scale with the gradient, ∝ χ₁^(L−l): on "
         "the EOC the layers are comparable and SNIP avoids collapse to high sparsity "
-        "(ibid.); iterative SynFlow conserves the synaptic flow layer by layer and so avoids "
+        "(ibid.), except that the gradient is a sum over the batch which adds up coherently "
+        "where its examples' representations are correlated: by 1 + (B − 1)r_l in variance, "
+        "r_l from the mean-field correlations of same-class and different-class pairs "
+        "(`sparse.snip_batch_coherence`), so the first layers, where the examples are still "
+        "decorrelated, are pruned hardest; iterative SynFlow conserves the synaptic flow layer by layer and so avoids "
         "collapse (Tanaka et al., arXiv 2006.05467, Thm. 3) -- for its bias-free objective "
         "R = 1ᵀ Π|W^l| 1. Their official code also puts |b| into R; that variant "
         f"(`{SYNFLOW_OFFICIAL}`, `prune_at_init(..., include_bias=True)`, sigprop's default for "
@@ -1345,7 +1349,7 @@ def _plot_collapse(ctx: _Context, results: dict) -> Path:
         return save(fig, ctx.out / "demo_layer_collapse.png")
 
 
-def _collapse_theory(ctx: _Context, runs: dict, base, xb) -> tuple[list[dict], dict]:
+def _collapse_theory(ctx: _Context, runs: dict, base, xb, yb) -> tuple[list[dict], dict]:
     """Predicted per-layer kept fractions and first-collapse densities under global
     magnitude and SNIP pruning (``sigprop.theory.sparse``; Hayou et al., arXiv 2002.08797,
     §3), held against the pruned networks of ``runs``.
@@ -1373,13 +1377,41 @@ def _collapse_theory(ctx: _Context, runs: dict, base, xb) -> tuple[list[dict], d
     second = np.concatenate([[q0], (pred.q[:-1] - sb2[:-1]) / sw2[:-1]])
     # backward gain from layer k+1 to k: χ^{k+1} (n_{k+1}/n_k)
     gain = pred.chi[1:] * units[1:] / units[:-1]
+    # SNIP's batch of 10 samples per class adds up coherently where the representations of
+    # its examples are correlated: forward correlations within and across classes from the
+    # data's cosines, backward ones from the cross-entropy gradient (snip_batch_coherence)
+    x = xb.detach().double().reshape(xb.shape[0], -1).cpu().numpy()
+    labels = yb.detach().cpu().numpy()
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    same = labels[:, None] == labels[None, :]
+    off = ~np.eye(labels.size, dtype=bool)
+    c0 = (float(cos[same & off].mean()), float(cos[~same].mean()))
+    by_kind = [predict(spec, q0=q0, c0=c) for c in c0]
+    classes, per_class = int(np.unique(labels).size), labels.size // int(np.unique(labels).size)
+    coherence = sparse.snip_batch_coherence(
+        [layer.activation for layer in spec.layers[:-1]],
+        pred.q,
+        by_kind[0].c,
+        by_kind[1].c,
+        c0,
+        classes=classes,
+        per_class=per_class,
+    )
     scales = {
         "magnitude": sparse.magnitude_score_scales(fan_in, np.sqrt(sw2)),
-        "snip": sparse.snip_score_scales(sw2 / fan_in, second, gain),
+        "snip": sparse.snip_score_scales(
+            sw2 / fan_in, second, gain, coherence=coherence, batch_size=labels.size
+        ),
     }
     score_kind = {"magnitude": "magnitude", "snip": "sensitivity"}
     index = {layer.name: i + 1 for i, layer in enumerate(spec.layers)}
-    theory: dict = {"magnitude_layer_density": {}, "first_collapse": {}}
+    theory: dict = {
+        "magnitude_layer_density": {},
+        "first_collapse": {},
+        "snip_input_cosine": {"same_class": c0[0], "different_class": c0[1]},
+        "snip_batch_coherence": coherence,
+    }
     items: list[dict] = []
     tested = sorted({r["density"] for r in runs.values()})
     for method in ("magnitude", "snip"):

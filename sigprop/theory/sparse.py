@@ -49,6 +49,7 @@ __all__ = [
     "relu_residual_q",
     "rescale_factor",
     "residual_q_map",
+    "snip_batch_coherence",
     "snip_score_scales",
     "sparse_rank",
     "sparse_spectral_norm",
@@ -333,7 +334,13 @@ def magnitude_score_scales(fan_in: Any, sigma_w: Any = 1.0) -> np.ndarray:
 
 
 def snip_score_scales(
-    weight_var: Any, input_second_moment: Any, backward_gain: Any, last_grad_var: float = 1.0
+    weight_var: Any,
+    input_second_moment: Any,
+    backward_gain: Any,
+    last_grad_var: float = 1.0,
+    *,
+    coherence: Any = None,
+    batch_size: int | None = None,
 ) -> np.ndarray:
     """Scale a_l of the SNIP score |g ⊙ W| of layer l = 1..L under a mean-field model.
 
@@ -359,6 +366,11 @@ def snip_score_scales(
         γ_1 … γ_{L−1}.
     last_grad_var : float
         E[(δ^L)²], a common factor (it does not change which layer collapses).
+    coherence, batch_size : array (L,), int
+        ρ_l of :func:`snip_batch_coherence` and the batch size B. The gradient is a sum over
+        the batch whose terms are correlated, Var(Σ_b δ_b x_b) = B E[δ²]E[x²] (1 + (B − 1)ρ_l),
+        so a_l² is multiplied by 1 + (B − 1)ρ_l. Without them the terms are taken as
+        uncorrelated (ρ = 0).
     """
     v = np.atleast_1d(np.asarray(weight_var, dtype=np.float64))
     x2 = np.broadcast_to(np.asarray(input_second_moment, dtype=np.float64), v.shape)
@@ -371,7 +383,107 @@ def snip_score_scales(
             "weight_var, input_second_moment, backward_gain and last_grad_var must be > 0"
         )
     delta2 = last_grad_var * np.concatenate([np.cumprod(g[::-1])[::-1], [1.0]])
+    if (coherence is None) != (batch_size is None):
+        raise ValueError("coherence and batch_size go together")
+    if coherence is not None:
+        rho = np.broadcast_to(np.asarray(coherence, dtype=np.float64), v.shape)
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        factor = 1.0 + (int(batch_size) - 1) * rho
+        if np.any(~np.isfinite(factor)) or np.any(factor <= 0):
+            raise ValueError("coherence must keep 1 + (B − 1)ρ_l > 0 (a variance)")
+        delta2 = delta2 * factor
     return np.sqrt(v * x2 * delta2)
+
+
+def snip_batch_coherence(
+    activation: Any,
+    q: Any,
+    c_same: Any,
+    c_diff: Any,
+    input_corr: tuple[float, float],
+    *,
+    classes: int,
+    per_class: int,
+) -> np.ndarray:
+    """ρ_l: how coherently a class-balanced batch adds up in the SNIP gradient of layer l.
+
+    Model (derived here, for :func:`snip_score_scales`; the kernels are those of Poole et al.
+    arXiv 1606.05340 eq. 5 and Schoenholz et al. arXiv 1611.01232 §4). The gradient of W^l
+    is Σ_b δ^l_b x^{l−1}_bᵀ; with forward and backward signals independent (mean field),
+
+        ρ_l = mean over pairs b ≠ b' of [E x_b x_b' / E x²] · [E δ_b δ_b' / E δ²],
+
+    evaluated for the two kinds of pairs of a batch of ``per_class`` = m examples of each of
+    ``classes`` = K classes (B = Km): same class (a fraction (m − 1)/(B − 1) of the pairs)
+    and different classes, each with its own forward correlations.
+
+    * Forward: the input to layer 1 has the data's mean cosine within / across classes
+      (``input_corr``); the input to layer l ≥ 2 has E φ(u)φ(u')/E φ(u)² at the
+      pre-activation variance q^{l−1} and correlation c^{l−1} of that kind of pair.
+    * Output: cross entropy of softmax(z)/B with logits z^L of K i.i.d. coordinates of
+      variance q^L, linearised around the uniform distribution (exact as q^L → 0): per
+      example δ = u − e_y + P z/K (P the centring projector), so E‖δ‖² = (K−1)/K·(1 + q^L/K)
+      and E δ_b·δ_b' = [y_b = y_b'] − 1/K + (K−1)/K² q^L c^L_{bb'}.
+    * Backward: E δ^l_b δ^l_b' / E (δ^l)² = that of layer l + 1 times
+      E φ′(u)φ′(u')/E φ′(u)² at (q^l, c^l) (the gradient-kernel recursion).
+
+    Parameters
+    ----------
+    activation : activation spec, or a list of L − 1 specs (the nonlinearity after layers
+        1 … L − 1; the last layer gives the logits).
+    q : array (L,) pre-activation variances q^1 … q^L.
+    c_same, c_diff : arrays (L,) pre-activation correlations c^l of two inputs of the same
+        class / of different classes (``sigprop.diagnostics.predict`` with that c0).
+    input_corr : (c_same⁰, c_diff⁰), the data's mean cosine within / across classes.
+    classes, per_class : K ≥ 2 and m ≥ 1.
+
+    Returns
+    -------
+    ndarray (L,): ρ_1 … ρ_L.
+    """
+    from sigprop.theory import meanfield
+
+    q = np.atleast_1d(np.asarray(q, dtype=np.float64))
+    cs = np.atleast_1d(np.asarray(c_same, dtype=np.float64))
+    cd = np.atleast_1d(np.asarray(c_diff, dtype=np.float64))
+    n = q.size
+    if cs.shape != (n,) or cd.shape != (n,) or n < 1:
+        raise ValueError(
+            f"q, c_same and c_diff must be 1-D of one length, got {q.shape}, {cs.shape}, {cd.shape}"
+        )
+    if not (np.all(np.isfinite(q)) and np.all(q > 0)):
+        raise ValueError("q must be finite and > 0")
+    for name, c in (("c_same", cs), ("c_diff", cd), ("input_corr", np.asarray(input_corr))):
+        if not (np.all(np.isfinite(c)) and np.all(np.abs(c) <= 1)):
+            raise ValueError(f"{name} must be correlations in [−1, 1]")
+    if int(classes) != classes or classes < 2 or int(per_class) != per_class or per_class < 1:
+        raise ValueError(
+            f"classes must be ≥ 2 and per_class ≥ 1 (integers), got {classes!r}, {per_class!r}"
+        )
+    acts = list(activation) if isinstance(activation, (list, tuple)) else [activation] * (n - 1)
+    if len(acts) != n - 1:
+        raise ValueError(f"activation: one spec or a list of {n - 1} (layers 1 … L − 1)")
+    k, m = int(classes), int(per_class)
+    batch = k * m
+    f_same = (m - 1) / (batch - 1) if batch > 1 else 0.0
+    # forward correlations of the input to each layer, per kind of pair
+    fwd = np.empty((2, n))
+    fwd[:, 0] = input_corr
+    back = np.ones((2, n))  # E φ′φ′ / E φ′² at layer l (1 for the logits)
+    for i, act in enumerate(acts):
+        qq = np.full(3, q[i])
+        kern, dkern = meanfield.kernel(act, qq, np.array([cs[i], cd[i], 1.0]))
+        fwd[:, i + 1] = kern[:2] / kern[2]
+        back[:, i] = dkern[:2] / dkern[2]
+    q_l = q[-1]
+    norm = (k - 1) / k * (1.0 + q_l / k)
+    out_same = ((k - 1) / k + (k - 1) / k**2 * q_l * cs[-1]) / norm
+    out_diff = (-1.0 / k + (k - 1) / k**2 * q_l * cd[-1]) / norm
+    # backward: the correlation at layer l is the output's times the kernels of l … L − 1
+    tail = np.cumprod(back[:, ::-1], axis=1)[:, ::-1]  # Π_{j ≥ l} back_j
+    dcorr = np.stack([out_same * tail[0], out_diff * tail[1]])
+    return f_same * fwd[0] * dcorr[0] + (1.0 - f_same) * fwd[1] * dcorr[1]
 
 
 def kept_fraction(scales: Any, threshold: float, score: str = "magnitude") -> np.ndarray:

@@ -441,3 +441,102 @@ def test_results_are_json_serialisable():
         sparse.pruned_propagation("relu", 1.4, 0.0, [0.5, 0.5], 1.0),
     ):
         json.dumps(result.to_dict(), allow_nan=False)
+
+
+# ----------------------------------------------------------------------------- SNIP batch coherence
+
+
+def _snip_coherence_net(seed, width=400, depth=6, k=4, m=8, sw=1.3, sb=0.2, sw_out=0.2):
+    """Measured ρ_l of a numpy tanh MLP on a class-structured batch (cross entropy, manual
+    backprop), and the mean-field prediction from its q^l and same/different-class c^l."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(k), m)
+    x = 0.6 * rng.standard_normal((k, width))[y] + 0.8 * rng.standard_normal((k * m, width))
+    ws = [rng.standard_normal((width, width)) * sw / math.sqrt(width) for _ in range(depth - 1)]
+    ws.append(rng.standard_normal((k, width)) * sw_out / math.sqrt(width))
+    bs = [rng.standard_normal(w.shape[0]) * sb for w in ws]
+    ins = [x]
+    for w, b in zip(ws[:-1], bs[:-1]):
+        ins.append(np.tanh(ins[-1] @ w.T + b))
+    z = ins[-1] @ ws[-1].T + bs[-1]
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    delta = (p - np.eye(k)[y]) / y.size
+    off = ~np.eye(y.size, dtype=bool)
+    measured = np.empty(depth)
+    for l in range(depth - 1, -1, -1):
+        kx = ins[l] @ ins[l].T / width
+        kd = delta @ delta.T / delta.shape[1]
+        measured[l] = (kx * kd)[off].mean() / (np.diag(kx).mean() * np.diag(kd).mean())
+        if l:
+            delta = (delta @ ws[l]) * (1 - ins[l] ** 2)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    cos, same = unit @ unit.T, y[:, None] == y[None, :]
+    c0 = (cos[same & off].mean(), cos[~same].mean())
+    q0 = float(np.mean(x**2))
+    q, c = [], ([], [])
+    for l in range(depth):  # the q- and c-maps, layer by layer (last layer: σ_w,out)
+        s2 = (sw_out if l == depth - 1 else sw) ** 2
+        if l == 0:
+            e2, e12 = q0, [q0 * c0[0], q0 * c0[1]]
+        else:
+            kern, _ = meanfield.kernel("tanh", np.full(3, q[-1]), [c[0][-1], c[1][-1], 1.0])
+            e2, e12 = kern[2], kern[:2]
+        q.append(s2 * e2 + sb**2)
+        for t in (0, 1):
+            c[t].append((s2 * e12[t] + sb**2) / q[-1])
+    predicted = sparse.snip_batch_coherence("tanh", q, c[0], c[1], c0, classes=k, per_class=m)
+    return measured, predicted
+
+
+def test_snip_batch_coherence_against_wide_networks():
+    # 6 networks of width 400 near the tanh EOC, 4 classes × 8 examples, a readout of small
+    # variance (q^L ≈ 0.02, where the linearised softmax holds): the measured ρ_l must agree
+    # with the prediction within 5 standard errors over the networks (measured ≤ 1 SE).
+    runs = [_snip_coherence_net(seed) for seed in range(6)]
+    measured = np.array([r[0] for r in runs])
+    predicted = runs[0][1]  # the same for every seed up to the data's cosines
+    se = measured.std(axis=0, ddof=1) / math.sqrt(len(runs))
+    mean_pred = np.mean([r[1] for r in runs], axis=0)
+    assert np.all(np.abs(measured.mean(axis=0) - mean_pred) <= 5 * se)
+    assert np.all(predicted > 0.02)  # coherent: 1 + (B − 1)ρ ≥ 1.6 at B = 32
+
+
+def test_snip_batch_coherence_closed_form_for_linear_layers():
+    # φ = identity: forward correlations are the pre-activations' own, backward factors 1, so
+    # ρ_l = f c_same^{l−1} r_same + (1 − f) c_diff^{l−1} r_diff with the output correlations
+    # r of the linearised softmax -- the formula by hand.
+    k, m, q = 5, 4, np.array([1.0, 0.8, 0.3])
+    cs, cd, c0 = np.array([0.5, 0.6, 0.7]), np.array([0.1, 0.2, 0.25]), (0.4, 0.05)
+    rho = sparse.snip_batch_coherence("linear", q, cs, cd, c0, classes=k, per_class=m)
+    f = (m - 1) / (k * m - 1)
+    norm = (k - 1) / k * (1 + q[-1] / k)
+    r_same = ((k - 1) / k + (k - 1) / k**2 * q[-1] * cs[-1]) / norm
+    r_diff = (-1 / k + (k - 1) / k**2 * q[-1] * cd[-1]) / norm
+    fwd_same, fwd_diff = np.r_[c0[0], cs[:-1]], np.r_[c0[1], cd[:-1]]
+    expected = f * fwd_same * r_same + (1 - f) * fwd_diff * r_diff
+    np.testing.assert_allclose(rho, expected, rtol=1e-13, atol=1e-16)  # round-off only
+    # and it enters the SNIP scales as 1 + (B − 1)ρ in variance
+    a0 = sparse.snip_score_scales([1.0, 1.0, 1.0], 1.0, [1.0, 1.0])
+    a1 = sparse.snip_score_scales([1.0, 1.0, 1.0], 1.0, [1.0, 1.0], coherence=rho, batch_size=20)
+    np.testing.assert_allclose(a1**2 / a0**2, 1 + 19 * rho, rtol=1e-14)
+
+
+def test_snip_batch_coherence_bad_input():
+    ok = dict(classes=2, per_class=3)
+    with pytest.raises(ValueError, match="one length"):
+        sparse.snip_batch_coherence("tanh", [1.0, 1.0], [0.5], [0.1, 0.1], (0.1, 0.0), **ok)
+    with pytest.raises(ValueError, match="correlations"):
+        sparse.snip_batch_coherence("tanh", [1.0, 1.0], [1.5, 0.5], [0.1, 0.1], (0.1, 0), **ok)
+    with pytest.raises(ValueError, match="classes"):
+        sparse.snip_batch_coherence(
+            "tanh", [1.0, 1.0], [0.5, 0.5], [0.1, 0.1], (0.1, 0.0), classes=1, per_class=3
+        )
+    with pytest.raises(ValueError, match="activation"):
+        sparse.snip_batch_coherence(
+            ["tanh", "tanh"], [1.0, 1.0], [0.5] * 2, [0.1] * 2, (0, 0), **ok
+        )
+    with pytest.raises(ValueError, match="go together"):
+        sparse.snip_score_scales([1.0, 1.0], 1.0, [1.0], coherence=[0.1, 0.1])
+    with pytest.raises(ValueError, match="variance"):
+        sparse.snip_score_scales([1.0, 1.0], 1.0, [1.0], coherence=[-1.0, 0.1], batch_size=10)
