@@ -1380,23 +1380,17 @@ def _collapse_theory(ctx: _Context, runs: dict, base, xb, yb) -> tuple[list[dict
     # SNIP's batch of 10 samples per class adds up coherently where the representations of
     # its examples are correlated: forward correlations within and across classes from the
     # data's cosines, backward ones from the cross-entropy gradient (snip_batch_coherence)
-    x = xb.detach().double().reshape(xb.shape[0], -1).cpu().numpy()
     labels = yb.detach().cpu().numpy()
-    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-    cos = unit @ unit.T
-    same = labels[:, None] == labels[None, :]
-    off = ~np.eye(labels.size, dtype=bool)
-    c0 = (float(cos[same & off].mean()), float(cos[~same].mean()))
+    c0 = sparse.class_cosines(xb.detach().double().cpu().numpy(), labels)
     by_kind = [predict(spec, q0=q0, c0=c) for c in c0]
-    classes, per_class = int(np.unique(labels).size), labels.size // int(np.unique(labels).size)
     coherence = sparse.snip_batch_coherence(
         [layer.activation for layer in spec.layers[:-1]],
         pred.q,
         by_kind[0].c,
         by_kind[1].c,
         c0,
-        classes=classes,
-        per_class=per_class,
+        labels=labels,
+        classes=spec.layers[-1].n_units,
     )
     scales = {
         "magnitude": sparse.magnitude_score_scales(fan_in, np.sqrt(sw2)),

@@ -426,8 +426,11 @@ class SynFlowSession:
         }
         if self._auto and self.dtype == torch.float64 and _BACK_TO_FLOAT32[0] <= value:
             if value <= _BACK_TO_FLOAT32[1]:
-                # pruning only removes paths, so R never grows again: later rounds are
-                # safe in float32 (at a decade's margin) and cost half the memory traffic
+                # pruning only removes paths of R's non-negative terms (|W|, |b|, sums,
+                # pooling), so R does not grow again and later rounds are safe in float32
+                # (a decade's margin, half the memory traffic); where it could (a norm layer
+                # with a nonzero running mean) the per-round range check still sends a
+                # round back to float64
                 self._to(torch.float32)
         return scores
 

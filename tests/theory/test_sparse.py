@@ -470,9 +470,7 @@ def _snip_coherence_net(seed, width=400, depth=6, k=4, m=8, sw=1.3, sb=0.2, sw_o
         measured[l] = (kx * kd)[off].mean() / (np.diag(kx).mean() * np.diag(kd).mean())
         if l:
             delta = (delta @ ws[l]) * (1 - ins[l] ** 2)
-    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-    cos, same = unit @ unit.T, y[:, None] == y[None, :]
-    c0 = (cos[same & off].mean(), cos[~same].mean())
+    c0 = sparse.class_cosines(x, y)
     q0 = float(np.mean(x**2))
     q, c = [], ([], [])
     for l in range(depth):  # the q- and c-maps, layer by layer (last layer: σ_w,out)
@@ -485,31 +483,48 @@ def _snip_coherence_net(seed, width=400, depth=6, k=4, m=8, sw=1.3, sb=0.2, sw_o
         q.append(s2 * e2 + sb**2)
         for t in (0, 1):
             c[t].append((s2 * e12[t] + sb**2) / q[-1])
-    predicted = sparse.snip_batch_coherence("tanh", q, c[0], c[1], c0, classes=k, per_class=m)
-    return measured, predicted
+    predicted = sparse.snip_batch_coherence("tanh", q, c[0], c[1], c0, labels=y, classes=k)
+    return measured, predicted, q[-1]
 
 
-def test_snip_batch_coherence_against_wide_networks():
-    # 6 networks of width 400 near the tanh EOC, 4 classes × 8 examples, a readout of small
-    # variance (q^L ≈ 0.02, where the linearised softmax holds): the measured ρ_l must agree
-    # with the prediction within 5 standard errors over the networks (measured ≤ 1 SE).
-    runs = [_snip_coherence_net(seed) for seed in range(6)]
+@pytest.mark.parametrize(
+    "case",
+    [
+        # a readout of small variance (q^L ≈ 0.05): the label part of the output kernel
+        dict(k=4, m=8, sw_out=0.2),
+        # q^L ≈ 1.2: the logit part (K−1)/K² q^L c^L weighs in too
+        dict(k=10, m=10, sw_out=2.0),
+    ],
+)
+def test_snip_batch_coherence_against_wide_networks(case):
+    # 6 networks of width 400 near the tanh EOC: the measured ρ_l agree with the prediction
+    # within 3 standard errors over the networks (measured ≤ 1.5 SE). An off-by-one layer in
+    # the forward or backward correlations, a missing q^L term or a wrong pair fraction
+    # each move the prediction by 4.6 SE or more in the second case.
+    runs = [_snip_coherence_net(seed, **case) for seed in range(6)]
     measured = np.array([r[0] for r in runs])
-    predicted = runs[0][1]  # the same for every seed up to the data's cosines
+    predicted = np.mean([r[1] for r in runs], axis=0)
     se = measured.std(axis=0, ddof=1) / math.sqrt(len(runs))
-    mean_pred = np.mean([r[1] for r in runs], axis=0)
-    assert np.all(np.abs(measured.mean(axis=0) - mean_pred) <= 5 * se)
-    assert np.all(predicted > 0.02)  # coherent: 1 + (B − 1)ρ ≥ 1.6 at B = 32
+    assert np.all(np.abs(measured.mean(axis=0) - predicted) <= 3 * se), (
+        measured.mean(axis=0),
+        predicted,
+        se,
+    )
+    assert np.all(predicted > 0.01)  # coherent: 1 + (B − 1)ρ well above 1
 
 
 def test_snip_batch_coherence_closed_form_for_linear_layers():
-    # φ = identity: forward correlations are the pre-activations' own, backward factors 1, so
-    # ρ_l = f c_same^{l−1} r_same + (1 − f) c_diff^{l−1} r_diff with the output correlations
-    # r of the linearised softmax -- the formula by hand.
-    k, m, q = 5, 4, np.array([1.0, 0.8, 0.3])
+    # φ = identity (or no activation, None): forward correlations are the pre-activations'
+    # own and the backward factors 1, so ρ_l = f c_same^{l−1} r_same + (1 − f) c_diff^{l−1}
+    # r_diff with the output correlations r of the linearised softmax -- by hand, for an
+    # unbalanced batch (f = Σ m_k(m_k − 1)/(B(B − 1))).
+    k, q = 5, np.array([1.0, 0.8, 0.3])
+    labels = np.array([0, 0, 0, 1, 1, 2, 3, 3, 3, 3])
     cs, cd, c0 = np.array([0.5, 0.6, 0.7]), np.array([0.1, 0.2, 0.25]), (0.4, 0.05)
-    rho = sparse.snip_batch_coherence("linear", q, cs, cd, c0, classes=k, per_class=m)
-    f = (m - 1) / (k * m - 1)
+    rho = sparse.snip_batch_coherence("linear", q, cs, cd, c0, labels=labels, classes=k)
+    none = sparse.snip_batch_coherence([None, None], q, cs, cd, c0, labels=labels, classes=k)
+    np.testing.assert_array_equal(rho, none)
+    f = (3 * 2 + 2 * 1 + 0 + 4 * 3) / (10 * 9)
     norm = (k - 1) / k * (1 + q[-1] / k)
     r_same = ((k - 1) / k + (k - 1) / k**2 * q[-1] * cs[-1]) / norm
     r_diff = (-1 / k + (k - 1) / k**2 * q[-1] * cd[-1]) / norm
@@ -518,23 +533,54 @@ def test_snip_batch_coherence_closed_form_for_linear_layers():
     np.testing.assert_allclose(rho, expected, rtol=1e-13, atol=1e-16)  # round-off only
     # and it enters the SNIP scales as 1 + (B − 1)ρ in variance
     a0 = sparse.snip_score_scales([1.0, 1.0, 1.0], 1.0, [1.0, 1.0])
-    a1 = sparse.snip_score_scales([1.0, 1.0, 1.0], 1.0, [1.0, 1.0], coherence=rho, batch_size=20)
-    np.testing.assert_allclose(a1**2 / a0**2, 1 + 19 * rho, rtol=1e-14)
+    a1 = sparse.snip_score_scales([1.0, 1.0, 1.0], 1.0, [1.0, 1.0], coherence=rho, batch_size=10)
+    np.testing.assert_allclose(a1**2 / a0**2, 1 + 9 * rho, rtol=1e-14)
+
+
+def test_class_cosines():
+    x = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    y = np.array([0, 0, 1, 1])
+    c_same, c_diff = sparse.class_cosines(x, y)
+    # the zero input is left out: one same-class pair (cos 45°), two different-class ones
+    assert c_same == pytest.approx(math.sqrt(0.5), rel=1e-15)
+    assert c_diff == pytest.approx((0.0 + math.sqrt(0.5)) / 2, rel=1e-15)
+    # one example per class: no same-class pair, the first value is the second
+    assert sparse.class_cosines(x[:3], np.array([0, 1, 2])) == pytest.approx(
+        (sparse.class_cosines(x[:3], np.array([0, 1, 2]))[1],) * 2
+    )
+    with pytest.raises(ValueError, match="two classes"):
+        sparse.class_cosines(x, np.zeros(4, dtype=int))
+    with pytest.raises(ValueError, match="not all zeros"):
+        sparse.class_cosines(np.zeros((3, 2)), np.array([0, 1, 1]))
+    with pytest.raises(ValueError, match="agree"):
+        sparse.class_cosines(x, y[:3])
 
 
 def test_snip_batch_coherence_bad_input():
-    ok = dict(classes=2, per_class=3)
+    y = np.array([0, 0, 1, 1])
     with pytest.raises(ValueError, match="one length"):
-        sparse.snip_batch_coherence("tanh", [1.0, 1.0], [0.5], [0.1, 0.1], (0.1, 0.0), **ok)
+        sparse.snip_batch_coherence(
+            "tanh", [1.0, 1.0], [0.5], [0.1, 0.1], (0.1, 0.0), labels=y, classes=2
+        )
     with pytest.raises(ValueError, match="correlations"):
-        sparse.snip_batch_coherence("tanh", [1.0, 1.0], [1.5, 0.5], [0.1, 0.1], (0.1, 0), **ok)
+        sparse.snip_batch_coherence(
+            "tanh", [1.0, 1.0], [1.5, 0.5], [0.1, 0.1], (0.1, 0), labels=y, classes=2
+        )
+    with pytest.raises(ValueError, match="input_corr"):
+        sparse.snip_batch_coherence(
+            "tanh", [1.0, 1.0], [0.5, 0.5], [0.1, 0.1], 0.1, labels=y, classes=2
+        )
     with pytest.raises(ValueError, match="classes"):
         sparse.snip_batch_coherence(
-            "tanh", [1.0, 1.0], [0.5, 0.5], [0.1, 0.1], (0.1, 0.0), classes=1, per_class=3
+            "tanh", [1.0, 1.0], [0.5, 0.5], [0.1, 0.1], (0.1, 0.0), labels=y, classes=1
+        )
+    with pytest.raises(ValueError, match="labels"):
+        sparse.snip_batch_coherence(
+            "tanh", [1.0, 1.0], [0.5, 0.5], [0.1, 0.1], (0.1, 0.0), labels=y + 1, classes=2
         )
     with pytest.raises(ValueError, match="activation"):
         sparse.snip_batch_coherence(
-            ["tanh", "tanh"], [1.0, 1.0], [0.5] * 2, [0.1] * 2, (0, 0), **ok
+            ["tanh", "tanh"], [1.0, 1.0], [0.5] * 2, [0.1] * 2, (0, 0), labels=y, classes=2
         )
     with pytest.raises(ValueError, match="go together"):
         sparse.snip_score_scales([1.0, 1.0], 1.0, [1.0], coherence=[0.1, 0.1])
