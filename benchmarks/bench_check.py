@@ -174,7 +174,8 @@ def main() -> None:
         f"float32 (`weight_orig` + float `weight_mask` + bias), random density 0.2, "
         f"**{size / 2**30:.3f} GiB** ({size} bytes); the same tensors as safetensors",
         f"- machine: `{platform.processor() or platform.machine()}`, {os.cpu_count()} cores "
-        f"({load_note()}), torch {torch.__version__}, numpy {np.__version__}, Python {platform.python_version()}, "
+        f"({load_note()}), torch {torch.__version__}, numpy {np.__version__}, "
+        f"Python {platform.python_version()}, "
         f"{datetime.date.today().isoformat()}",
         f"- each contender in a fresh subprocess, file already in the page cache, median of "
         f"{REPEATS} interleaved runs; peak RSS = the child's own `VmHWM` (/proc/self/status, read at exit)",

@@ -155,7 +155,8 @@ def main() -> None:
         "pass per step, shown for scale).",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-        f"({load_note(torch.get_num_threads())}); torch {torch.__version__}, numpy {np.__version__}, "
+        f"({load_note(torch.get_num_threads())}); torch {torch.__version__}, "
+        f"numpy {np.__version__}, "
         f"Python {platform.python_version()}; {datetime.date.today().isoformat()}"
         f"{'; --quick' if args.quick else ''}.",
         "",

@@ -912,8 +912,9 @@ def _section_collapse(ctx: _Context) -> _Section:
         "where its examples' representations are correlated: by 1 + (B − 1)r_l in variance, "
         "r_l from the mean-field correlations of same-class and different-class pairs "
         "(`sparse.snip_batch_coherence`), so the first layers, where the examples are still "
-        "decorrelated, are pruned hardest; iterative SynFlow conserves the synaptic flow layer by layer and so avoids "
-        "collapse (Tanaka et al., arXiv 2006.05467, Thm. 3) -- for its bias-free objective "
+        "decorrelated, are pruned hardest; iterative SynFlow conserves the synaptic flow "
+        "layer by layer and so avoids collapse (Tanaka et al., arXiv 2006.05467, Thm. 3) -- "
+        "for its bias-free objective "
         "R = 1ᵀ Π|W^l| 1. Their official code also puts |b| into R; that variant "
         f"(`{SYNFLOW_OFFICIAL}`, `prune_at_init(..., include_bias=True)`, sigprop's default for "
         "fidelity to that code) is measured alongside and is not covered by the theorem.",

@@ -34,7 +34,8 @@ def plot_jacobian_spectrum(
         ``None`` for the histogram alone.
     zero_tol: values at round-off level (below
         :func:`sigprop.diagnostics.compare.resolution_floor`, by default (N·ε)² times the
-        largest, ε of ``spectrum.dtype``) are counted as zeros and reported instead of histogrammed.
+        largest, ε of ``spectrum.dtype``) are counted as zeros and reported instead of
+        histogrammed.
 
     Returns the path written.
     """

@@ -117,8 +117,8 @@ def _grads(outputs, weights, grad_outputs=None, create_graph: bool = False):
     gradient g(θ) and ``grad_outputs = v`` held fixed this is Hv = ∂⟨v, g(θ)⟩/∂θ.
     Without ``create_graph`` the returned tensors are contiguous, distinct and the caller's
     to modify in place (an expanded gradient, or the repeat of a weight shared by two
-    layers, is copied first). Entries of a list ``outputs``
-    that do not depend on the weights are skipped with their ``grad_outputs``.
+    layers, is copied first). Entries of a list ``outputs`` that do not depend on the
+    weights are skipped with their ``grad_outputs``.
     """
     if isinstance(outputs, list):
         keep = [i for i, o in enumerate(outputs) if o.requires_grad]
