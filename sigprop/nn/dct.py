@@ -345,12 +345,28 @@ class _SparsePart(MaskedMixin):
 
     def _setup_sparse(
         self,
+        shape: tuple[int, ...],
+        bias: bool,
+        alpha: float,
+        alpha_trainable: bool,
         density: float,
-        generator: torch.Generator | None,
+        generator: torch.Generator | int | None,
         sparse_std: float,
         kernel: str,
         storage: str,
+        factory: dict[str, Any],
     ) -> None:
+        """Create ``weight`` (S, of ``shape``), ``bias`` (zeros, one per output unit) and the
+        scalar ``alpha``, then draw S and its mask (shared by every DCT-plus-sparse layer)."""
+        self.weight = nn.Parameter(torch.empty(*shape, **factory))
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(shape[0], **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.alpha = nn.Parameter(
+            torch.tensor(float(alpha), **factory), requires_grad=alpha_trainable
+        )
+        generator = as_generator(generator)
         if kernel not in _KERNELS:
             raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
         if storage not in _STORAGES:
@@ -620,18 +636,20 @@ class DCTPlusSparseLinear(_SparsePart, nn.Module):
         _check_size("in_features", in_features)
         _check_size("out_features", out_features)
         density = check_density(density)
-        factory = {"device": device, "dtype": dtype}
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
-        if bias:
-            self.bias = nn.Parameter(torch.zeros(out_features, **factory))
-        else:
-            self.register_parameter("bias", None)
-        self.alpha = nn.Parameter(
-            torch.tensor(float(alpha), **factory), requires_grad=alpha_trainable
+        self._setup_sparse(
+            (out_features, in_features),
+            bias,
+            alpha,
+            alpha_trainable,
+            density,
+            generator,
+            sparse_std,
+            kernel,
+            storage,
+            {"device": device, "dtype": dtype},
         )
-        self._setup_sparse(density, as_generator(generator), sparse_std, kernel, storage)
 
     @property
     def fan_in(self) -> int:
@@ -714,18 +732,18 @@ class _DCTPlusSparseConvNd(_SparsePart, nn.Module):
         for v in self.padding:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
-        factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(
-            torch.empty(out_channels, in_channels, *self.kernel_size, **factory)
+        self._setup_sparse(
+            (out_channels, in_channels, *self.kernel_size),
+            bias,
+            alpha,
+            alpha_trainable,
+            density,
+            generator,
+            sparse_std,
+            kernel,
+            storage,
+            {"device": device, "dtype": dtype},
         )
-        if bias:
-            self.bias = nn.Parameter(torch.zeros(out_channels, **factory))
-        else:
-            self.register_parameter("bias", None)
-        self.alpha = nn.Parameter(
-            torch.tensor(float(alpha), **factory), requires_grad=alpha_trainable
-        )
-        self._setup_sparse(density, as_generator(generator), sparse_std, kernel, storage)
 
     @property
     def fan_in(self) -> int:

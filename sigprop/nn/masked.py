@@ -255,6 +255,17 @@ class MaskedMixin:
         return f"density={self.density:.4g}"
 
 
+def _copy_dense_into(new: MaskedMixin, layer: nn.Module, mask: Any) -> MaskedMixin:
+    """``from_dense``'s common tail: copy ``layer``'s weight and bias into the masked layer
+    ``new`` and set its mask (all ones by default); returns ``new``."""
+    with torch.no_grad():
+        new.weight.copy_(layer.weight)
+        if layer.bias is not None:
+            new.bias.copy_(layer.bias)
+    new.set_mask(torch.ones_like(layer.weight) if mask is None else mask)
+    return new
+
+
 class MaskedLinear(MaskedMixin, nn.Linear):
     """``nn.Linear`` with a fixed-support mask: ``y = x (W ⊙ M)ᵀ + b``.
 
@@ -305,12 +316,7 @@ class MaskedLinear(MaskedMixin, nn.Linear):
             device=layer.weight.device,
             dtype=layer.weight.dtype,
         )
-        with torch.no_grad():
-            new.weight.copy_(layer.weight)
-            if layer.bias is not None:
-                new.bias.copy_(layer.bias)
-        new.set_mask(torch.ones_like(layer.weight) if mask is None else mask)
-        return new
+        return _copy_dense_into(new, layer, mask)
 
     def forward(self, x: Tensor) -> Tensor:
         self._ensure_grad_hook()
@@ -388,12 +394,7 @@ class _MaskedConvNd(MaskedMixin):
             device=layer.weight.device,
             dtype=layer.weight.dtype,
         )
-        with torch.no_grad():
-            new.weight.copy_(layer.weight)
-            if layer.bias is not None:
-                new.bias.copy_(layer.bias)
-        new.set_mask(torch.ones_like(layer.weight) if mask is None else mask)
-        return new
+        return _copy_dense_into(new, layer, mask)
 
 
 class MaskedConv2d(_MaskedConvNd, nn.Conv2d):
