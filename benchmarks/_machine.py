@@ -31,3 +31,29 @@ def load_note(own_threads: int = 1) -> str:
         f"{end[2]:.1f} (1 / 5 / 15 min) at the end on {cores} cores, this benchmark's own "
         f"{own_threads} thread(s) included ({verdict})"
     )
+
+
+def machine() -> str:
+    """The machine and software a torch benchmark ran on, with the date, for its report."""
+    import datetime
+    import platform
+
+    import numpy as np
+    import torch
+
+    return (
+        f"`{platform.processor() or platform.machine()}`, {os.cpu_count() or 1} cores, "
+        f"Python {platform.python_version()}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} intra-op thread(s)), numpy {np.__version__}, "
+        f"{datetime.date.today().isoformat()}"
+    )
+
+
+def save_report(path, text: str) -> None:
+    """Write a benchmark's markdown report (creating its folder) and say where."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text if text.endswith("\n") else text + "\n")
+    print(f"wrote {path}")

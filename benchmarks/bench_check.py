@@ -30,9 +30,7 @@ Usage: ``python benchmarks/bench_check.py [--quick]``; writes benchmarks/results
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -41,9 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from _machine import load_note
+from _machine import load_note, machine, save_report
 
 RESULTS = Path(__file__).resolve().parent / "results" / "check.md"
 REPEATS = 3
@@ -173,10 +170,7 @@ def main() -> None:
         f"- file: `torch.nn.utils.prune` state dict of {n_layers} layers of {width}x{width} "
         f"float32 (`weight_orig` + float `weight_mask` + bias), random density 0.2, "
         f"**{size / 2**30:.3f} GiB** ({size} bytes); the same tensors as safetensors",
-        f"- machine: `{platform.processor() or platform.machine()}`, {os.cpu_count()} cores "
-        f"({load_note()}), torch {torch.__version__}, numpy {np.__version__}, "
-        f"Python {platform.python_version()}, "
-        f"{datetime.date.today().isoformat()}",
+        f"- machine: {machine()}; {load_note()}",
         f"- each contender in a fresh subprocess, file already in the page cache, median of "
         f"{REPEATS} interleaved runs; peak RSS = the child's own `VmHWM` (/proc/self/status, read at exit)",
         "",
@@ -210,8 +204,7 @@ def main() -> None:
             "\n(--quick: the targets are stated for a 1 GiB file; at 128 MiB the bare torch "
             "import alone exceeds 1.5x the file size.)\n"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    save_report(RESULTS, text)
     print()
     print(text)
 

@@ -18,16 +18,13 @@ Writes ``benchmarks/results/jacobian.md``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import load_note
+from _machine import load_note, machine, save_report
 from torch import nn
 
 from sigprop.diagnostics import jacobian_spectrum
@@ -143,17 +140,12 @@ def main() -> None:
         "|---|---|---|",
         *[f"| {a_} | {b_} | {c_} |" for a_, b_, c_ in rows],
         "",
-        f"- machine: `{platform.processor() or platform.machine()}`, {os.cpu_count()} cores, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}",
-        f"- date: {datetime.date.today().isoformat()}",
+        f"- machine: {machine()}",
         f"- {load_note(torch.get_num_threads())}.",
         f"- best of {reps} repeats (the autograd baseline: one run).",
         "",
     ]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(text))
-    print(f"wrote {out}")
+    save_report(args.out, "\n".join(text))
 
 
 if __name__ == "__main__":

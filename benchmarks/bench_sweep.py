@@ -20,16 +20,13 @@ Run: ``python benchmarks/bench_sweep.py [--quick]``; writes ``benchmarks/results
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _machine import load_note
+from _machine import load_note, machine, save_report
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sweep.md"
 
@@ -40,7 +37,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import distributed
-    import torch
 
     from sigprop.experiments.sweep import Sweep, load_results, run_sweep
 
@@ -122,17 +118,14 @@ def main() -> None:
         "mean wall time of one run inside a worker: if it grows with the number of workers, "
         "the workers are competing for CPU, not waiting for the sweep.",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"{load_note(2)}: with more runnable processes than cores a second worker cannot get "
-        "a whole core, and such a run could neither show nor refute the target; "
-        f"torch {torch.__version__}, numpy {np.__version__}, distributed "
-        f"{distributed.__version__}, Python {platform.python_version()}; "
-        f"{datetime.date.today().isoformat()}{'; --quick' if args.quick else ''}.",
+        f"Machine: {machine()}, distributed {distributed.__version__}"
+        f"{'; --quick' if args.quick else ''}; {load_note(2)}: with more runnable processes "
+        "than cores a second worker cannot get a whole core, and such a run could neither "
+        "show nor refute the target.",
         "",
     ]
     text = "\n".join(lines)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    save_report(RESULTS, text)
     print(text)
 
 

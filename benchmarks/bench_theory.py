@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _machine import load_note
+from _machine import load_note, save_report
 from scipy import integrate, optimize
 
 import sigprop.theory as T
@@ -198,9 +198,7 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}")
+    save_report(out, text)
     return 0
 
 

@@ -29,17 +29,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import math
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from _machine import load_note
+from _machine import load_note, machine, save_report
 from torch import nn
 
 from sigprop.experiments.data import class_balanced_batch, load_dataset
@@ -154,16 +150,12 @@ def main() -> None:
         "128-input probe every 10 steps; `train+rec/1` probes at every step (an extra forward "
         "pass per step, shown for scale).",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-        f"({load_note(torch.get_num_threads())}); torch {torch.__version__}, "
-        f"numpy {np.__version__}, "
-        f"Python {platform.python_version()}; {datetime.date.today().isoformat()}"
-        f"{'; --quick' if args.quick else ''}.",
+        f"Machine: {machine()}{'; --quick' if args.quick else ''} "
+        f"({load_note(torch.get_num_threads())}).",
         "",
     ]
     text = "\n".join(lines)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    save_report(RESULTS, text)
     print(text)
 
 
