@@ -569,6 +569,27 @@ def _density(kept: int, total: int) -> float:
     return kept / total if total else 0.0
 
 
+def _layer_collapse(layer, s, eff: int, units: int, dead_in, dead_out, has_offset: bool):
+    """The :class:`LayerCollapse` of one weight layer from its scan ``s`` and its
+    effectively kept count ``eff`` (``s.kept`` when no graph is known)."""
+    return LayerCollapse(
+        name=layer.name,
+        kind=_kind(layer.shape),
+        shape=layer.shape,
+        total=s.total,
+        kept=s.kept,
+        effective_kept=eff,
+        density=_density(s.kept, s.total),
+        effective_density=_density(eff, s.total),
+        collapsed=s.kept == 0,
+        effectively_collapsed=eff == 0,
+        units=units,
+        dead_in=dead_in,
+        dead_out=dead_out,
+        has_offset=has_offset,
+    )
+
+
 def _analyse(
     graph: ConnectivityGraph | None,
     layers: Sequence[WeightLayer],
@@ -593,22 +614,7 @@ def _analyse(
 
     if graph is None:
         results = tuple(
-            LayerCollapse(
-                name=layer.name,
-                kind=_kind(layer.shape),
-                shape=layer.shape,
-                total=s.total,
-                kept=s.kept,
-                effective_kept=s.kept,
-                density=_density(s.kept, s.total),
-                effective_density=_density(s.kept, s.total),
-                collapsed=s.kept == 0,
-                effectively_collapsed=s.kept == 0,
-                units=layer.shape[0],
-                dead_in=(),
-                dead_out=(),
-                has_offset=layer.offset is not None,
-            )
+            _layer_collapse(layer, s, s.kept, layer.shape[0], (), (), layer.offset is not None)
             for layer, s in zip(layers, scans)
         )
         return CollapseReport(
@@ -667,23 +673,15 @@ def _analyse(
 
     results = []
     for (layer, src, dst), s, off in zip(graph.layers, scans, offsets):
-        eff = _effective(s, bwd[dst], fwd[src])
         results.append(
-            LayerCollapse(
-                name=layer.name,
-                kind=_kind(layer.shape),
-                shape=layer.shape,
-                total=s.total,
-                kept=s.kept,
-                effective_kept=eff,
-                density=_density(s.kept, s.total),
-                effective_density=_density(eff, s.total),
-                collapsed=s.kept == 0,
-                effectively_collapsed=eff == 0,
-                units=widths[dst],
-                dead_in=tuple(int(i) for i in np.flatnonzero(~fwd[dst])),
-                dead_out=tuple(int(i) for i in np.flatnonzero(~bwd[dst])),
-                has_offset=off is not None,
+            _layer_collapse(
+                layer,
+                s,
+                _effective(s, bwd[dst], fwd[src]),
+                widths[dst],
+                tuple(int(i) for i in np.flatnonzero(~fwd[dst])),
+                tuple(int(i) for i in np.flatnonzero(~bwd[dst])),
+                off is not None,
             )
         )
     effective_kept = sum(r.effective_kept for r in results)
