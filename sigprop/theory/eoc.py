@@ -159,15 +159,6 @@ def _eoc_moments(act: Activation, sb: np.ndarray):
     return lambda q: mf._moments_with_dg1(act, np.asarray(q, dtype=float))
 
 
-def _check_sigma_b(sigma_b) -> np.ndarray:
-    sb = np.asarray(sigma_b, dtype=float)
-    if not np.all(np.isfinite(sb)):
-        raise ValueError(f"sigma_b must be finite, got {sigma_b!r}")
-    if np.any(sb < 0):
-        raise ValueError(f"sigma_b is a standard deviation and must be >= 0, got {sigma_b!r}")
-    return sb
-
-
 def _eoc(act: Activation, sb: np.ndarray, q0: float | None):
     flat = sb.ravel()
     if act.kind in ("linear", "relu"):
@@ -207,7 +198,7 @@ def eoc_sigma_w(activation, sigma_b) -> np.ndarray:
     χ₁ never reaches 1 at a finite stable fixed point).
     """
     act = get_activation(activation)
-    sb = _check_sigma_b(sigma_b)
+    sb = mf._sigma("sigma_b", sigma_b)
     sw, _ = _eoc(act, sb, q0=1.0)
     return sw.reshape(sb.shape)
 
@@ -218,7 +209,7 @@ def eoc_curve(activation, sigma_b) -> EOCCurve:
     For the ReLU family q* is not unique on the EOC and is reported as NaN.
     """
     act = get_activation(activation)
-    sb = _check_sigma_b(sigma_b)
+    sb = mf._sigma("sigma_b", sigma_b)
     sw, q = _eoc(act, sb, q0=None)
     if act.kind in ("linear", "relu"):
         x1 = sw**2 * mf.moments(act, np.ones_like(sw))["g1"]
@@ -236,7 +227,7 @@ def eoc_init(activation, sigma_b: float = 0.0, *, q0: float = 1.0) -> EOCPoint:
     preserves exactly.
     """
     act = get_activation(activation)
-    sb = _check_sigma_b(sigma_b)
+    sb = mf._sigma("sigma_b", sigma_b)
     if sb.ndim != 0:
         raise ValueError("eoc_init takes a scalar sigma_b; use eoc_curve for arrays")
     if not (math.isfinite(q0) and q0 > 0):
