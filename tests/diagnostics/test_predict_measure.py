@@ -19,6 +19,7 @@ from torch import nn
 
 from sigprop.diagnostics import compare, describe, input_moments, measure, predict
 from sigprop.nn import init, models
+from tests.diagnostics.helpers import check_errors
 
 F64 = torch.float64
 SW2, SB2 = 1.76095, 0.05  # tanh EOC at σ_b² = 0.05 (REFERENCES §1), dense
@@ -54,14 +55,6 @@ def _dense_spec(spec):
     return dataclasses.replace(spec, layers=layers)
 
 
-def _check(errors, allowance, what):
-    errors = np.asarray(errors)  # (R, L)
-    mean = errors.mean(axis=0)
-    se = errors.std(axis=0, ddof=1).max() / math.sqrt(errors.shape[0])
-    assert np.all(np.abs(mean) <= 5 * se + allowance), (what, mean, se)
-    return mean, se
-
-
 @pytest.mark.parametrize("rescale", [False, True], ids=["masked", "rescaled"])
 def test_masked_network_predict_matches_measure(rescale):
     q_err, c_err, chi_err, dense_err = [], [], [], []
@@ -87,11 +80,11 @@ def test_masked_network_predict_matches_measure(rescale):
     # finite-width allowance: the mean-field maps are the N → ∞ limit, with O(1/N) corrections
     # per layer (a unit's fan-in fluctuates as Binomial(N, ρ)); we allow DEPTH/N = 2%.
     allowance = DEPTH / WIDTH
-    _check(q_err, allowance, "q")
-    _check(c_err, allowance, "c")
-    _check(chi_err, allowance, "chi")
+    check_errors(q_err, allowance, "q")
+    check_errors(c_err, allowance, "c")
+    check_errors(chi_err, allowance, "chi")
     if rescale:
-        _check(dense_err, allowance, "dense q")  # the rescaled net follows the dense theory
+        check_errors(dense_err, allowance, "dense q")  # the rescaled net follows the dense theory
     else:
         # ... and the masked one does not: ρσ_w² = 0.53 puts it deep in the ordered phase
         assert np.all(np.asarray(dense_err).mean(axis=0) < -0.5)

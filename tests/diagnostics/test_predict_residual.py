@@ -25,6 +25,7 @@ from torch import nn
 from sigprop.diagnostics import describe, gradient_flow, measure, predict
 from sigprop.nn import Activation, init, models
 from sigprop.theory import sparse
+from tests.diagnostics.helpers import check_errors
 
 F64 = torch.float64
 WIDTH, BLOCKS, REPS = 300, 4, 4
@@ -61,14 +62,6 @@ def _resnet(act, sw2, sb2, stable, seed, density=1.0, width=WIDTH, blocks=BLOCKS
     ).double()
     init.gaussian_init_(model, math.sqrt(sw2), math.sqrt(sb2), generator=1000 + seed)
     return model
-
-
-def _check(errors, allowance, what):
-    errors = np.asarray(errors)  # (R, L)
-    mean = errors.mean(axis=0)
-    se = errors.std(axis=0, ddof=1).max() / math.sqrt(errors.shape[0])
-    assert np.all(np.abs(mean) <= 5 * se + allowance), (what, mean, se)
-    return mean, se
 
 
 def _nominal(spec, sw2, sb2):
@@ -193,12 +186,12 @@ def test_resnet_predict_matches_measure(case):
                 density * sw2,
                 rtol=5 * math.sqrt(2 / (density * WIDTH**2)),
             )
-    _check(q_err, ALLOWANCE, "q")
-    _check(c_err, ALLOWANCE, "c")
-    _check(chi_err, ALLOWANCE, "chi")
-    _check(g_err, ALLOWANCE, "grad_ratio")
-    _check(flow_err, ALLOWANCE, "gradient_flow delta_ratio")
-    _check(wflow_err, ALLOWANCE, "gradient_flow weight grad_ratio")
+    check_errors(q_err, ALLOWANCE, "q")
+    check_errors(c_err, ALLOWANCE, "c")
+    check_errors(chi_err, ALLOWANCE, "chi")
+    check_errors(g_err, ALLOWANCE, "grad_ratio")
+    check_errors(flow_err, ALLOWANCE, "gradient_flow delta_ratio")
+    check_errors(wflow_err, ALLOWANCE, "gradient_flow weight grad_ratio")
 
 
 def test_stable_resnet_stays_bounded_where_lambda1_explodes():

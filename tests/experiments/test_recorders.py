@@ -17,16 +17,7 @@ from sigprop.experiments.recorders import (
     weight_layers,
 )
 from sigprop.experiments.train import train
-
-
-class TinyMasked(nn.Linear):
-    def __init__(self, n_in, n_out, density, generator):
-        super().__init__(n_in, n_out)
-        mask = (torch.rand(n_out, n_in, generator=generator) < density).float()
-        self.register_buffer("weight_mask", mask)
-
-    def forward(self, x):
-        return nn.functional.linear(x, self.weight * self.weight_mask, self.bias)
+from tests.experiments.helpers import TinyMasked
 
 
 def _mlp(seed, widths=(64, 48, 32, 10)):

@@ -10,18 +10,7 @@ from torch import nn
 from sigprop.experiments.data import load_dataset
 from sigprop.experiments.recorders import GradientNormRecorder, PreactivationRecorder
 from sigprop.experiments.train import evaluate, train
-
-
-class TinyMasked(nn.Linear):
-    """A minimal masked layer following the `weight_mask` convention (no apply_mask_)."""
-
-    def __init__(self, n_in, n_out, density, generator):
-        super().__init__(n_in, n_out)
-        mask = (torch.rand(n_out, n_in, generator=generator) < density).float()
-        self.register_buffer("weight_mask", mask)
-
-    def forward(self, x):
-        return nn.functional.linear(x, self.weight * self.weight_mask, self.bias)
+from tests.experiments.helpers import TinyMasked
 
 
 def _init(model, seed):
