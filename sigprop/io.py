@@ -50,6 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from sigprop.validate import InvalidInput
+
 __all__ = ["Checkpoint", "CheckpointError", "LayerEntry", "LazyTensor", "load_checkpoint"]
 
 #: keys under which training scripts commonly wrap the state dict
@@ -59,7 +61,7 @@ WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "mo
 _CHUNK_ELEMENTS = 1 << 22
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InvalidInput):
     """The file cannot be used as a checkpoint; the message says why, in one line."""
 
 
@@ -697,7 +699,7 @@ def _read_rows(path: str, start: int, shape: tuple[int, ...], dtype: Any, r0: in
     count = (r1 - r0) * per_row
     data = np.fromfile(path, dtype=numpy_dtype, count=count, offset=start + r0 * per_row * item)
     if data.size != count:
-        raise ValueError(f"file ends inside the tensor ({data.size} of {count} values)")
+        raise InvalidInput(f"file ends inside the tensor ({data.size} of {count} values)")
     out = torch.from_numpy(data.reshape((r1 - r0, *shape[1:])))
     return out.view(torch.bfloat16) if dtype == torch.bfloat16 else out
 

@@ -8,10 +8,12 @@ Each subcommand lives in its own module of this package and exposes two function
     call the library, print, and return the exit status.
 
 Subcommand modules must be cheap to import (import torch, matplotlib, ... inside ``run``),
-so that ``sigprop eoc`` never pays for torch. The dispatcher turns every ``ValueError`` /
-``OSError`` raised by the library into a one-line message on stderr and exit status 2; any
-other exception (or an :class:`InternalError` raised by a subcommand) is reported in one
-line as an internal error with exit status 3 (set ``SIGPROP_DEBUG=1`` for the traceback).
+so that ``sigprop eoc`` never pays for torch. The dispatcher maps exception *types* to exit
+codes: :class:`sigprop.validate.InvalidInput` (sigprop's verdict on the user's input, its
+subclasses ``InvalidType`` and ``CheckpointError`` included) and ``OSError`` become a
+one-line message on stderr and exit status 2; any other exception (a ``ValueError`` raised
+inside numpy or torch, or an :class:`InternalError` raised by a subcommand) is reported in
+one line as an internal error with exit status 3 (set ``SIGPROP_DEBUG=1`` for the traceback).
 A closed output pipe (``sigprop eoc tanh --json | head -1``) ends the command silently with
 exit status 141 (128 + SIGPIPE, what a process killed by SIGPIPE reports).
 """
@@ -22,6 +24,8 @@ import argparse
 import importlib
 import os
 import sys
+
+from sigprop.validate import InvalidInput
 
 #: Exit status of an error inside sigprop or a library it calls (not the user's input).
 EXIT_INTERNAL = 3
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
-    except (ValueError, OSError) as exc:
+    except (InvalidInput, OSError) as exc:
         if os.environ.get("SIGPROP_DEBUG"):
             raise
         print(f"sigprop {args.command}: error: {_one_line(exc)}", file=sys.stderr)

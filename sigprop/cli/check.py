@@ -3,14 +3,13 @@
 Exit status: 0 healthy; 1 a layer collapsed (every weight pruned, or no kept weight on an
 input-output path) or the input is disconnected from the output (with ``--strict``, also any
 dead unit); 2 the file cannot be used (the reason in one line on stderr); 3 an internal
-error (a ``ValueError`` from numpy/torch inside the check is a bug, not a verdict on the file).
+error (an exception other than sigprop's ``InvalidInput`` is a bug, not a verdict on the file).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import linecache
 
 
 def register(subparsers) -> None:
@@ -47,17 +46,18 @@ def run(args: argparse.Namespace) -> int:
 
     # load first: files rejected by their header never pay for importing torch
     ckpt = load_checkpoint(args.path, trust_pickle=args.trust_pickle, validate_values=False)
+    from sigprop.cli import InternalError
+    from sigprop.validate import InvalidInput
+
     try:
         # one pass over the data: check_collapse validates the layers it scans, this the rest
         ckpt.validate_values(skip_layers=True)
         from sigprop.diagnostics.collapse import check_collapse
 
         report = check_collapse(ckpt, progress=args.progress)
-    except ValueError as exc:
-        if _deliberate(exc):
-            raise  # CheckpointError or sigprop's own validation: the file is unusable (exit 2)
-        from sigprop.cli import InternalError
-
+    except InvalidInput:
+        raise  # sigprop's verdict on the file: unusable (exit 2)
+    except ValueError as exc:  # from numpy/torch: a fault of the check, not of the file
         raise InternalError(f"{type(exc).__name__}: {exc}") from exc
     failed = not report.healthy or (args.strict and report.n_dead_units > 0)
     if args.json:
@@ -70,26 +70,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_report(report, ckpt.format, ckpt.layout, ckpt.path))
     return 1 if failed else 0
-
-
-def _deliberate(exc: ValueError) -> bool:
-    """True for a ``CheckpointError`` or a ``ValueError`` raised by a ``raise`` statement in
-    sigprop's own code (a validation message about the file); False for one raised inside
-    numpy/torch, which is a bug to report, not a verdict on the file."""
-    from sigprop.io import CheckpointError
-
-    if isinstance(exc, CheckpointError):
-        return True
-    tb = exc.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    frame = tb.tb_frame
-    if not str(frame.f_globals.get("__name__", "")).startswith("sigprop."):
-        return False
-    # a C function (numpy/torch) called from a sigprop line also ends the traceback there
-    return linecache.getline(frame.f_code.co_filename, tb.tb_lineno).lstrip().startswith("raise")
 
 
 def _pct(x: float | None) -> str:

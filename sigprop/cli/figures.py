@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sigprop.validate import InvalidInput
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -26,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     if args.only:
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in args.only)]
         if not notebooks:
-            raise ValueError(f"no notebook matches {args.only}")
+            raise InvalidInput(f"no notebook matches {args.only}")
     for nb in tqdm(notebooks, desc="notebooks", unit="nb"):
         result = run_notebook(nb, budget=args.budget, figures_dir=args.out)
         tqdm.write(f"{nb.name}: {result.seconds:.1f} s, {len(result.figures)} figure(s)")

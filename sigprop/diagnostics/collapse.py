@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from sigprop.validate import InvalidInput
+
 __all__ = [
     "CollapseReport",
     "ConnectivityGraph",
@@ -92,7 +94,7 @@ class WeightLayer:
     def shape(self) -> tuple[int, ...]:
         source = self.weight if self.weight is not None else self.mask
         if source is None:
-            raise ValueError(f"layer {self.name!r}: neither a weight nor a mask was given")
+            raise InvalidInput(f"layer {self.name!r}: neither a weight nor a mask was given")
         return tuple(int(s) for s in source.shape)
 
 
@@ -140,7 +142,7 @@ class ConnectivityGraph:
             return
         wa, wb = self._width[ra], self._width[rb]
         if wa is not None and wb is not None and wa != wb:
-            raise ValueError(f"{what}: widths {wa} and {wb} do not match")
+            raise InvalidInput(f"{what}: widths {wa} and {wb} do not match")
         self._parent[rb] = ra
         self._width[ra] = wa if wa is not None else wb
 
@@ -149,7 +151,9 @@ class ConnectivityGraph:
         if self._width[r] is None:
             self._width[r] = width
         elif self._width[r] != width:
-            raise ValueError(f"{what}: expects {width} input units, its input has {self._width[r]}")
+            raise InvalidInput(
+                f"{what}: expects {width} input units, its input has {self._width[r]}"
+            )
 
     def width(self, s: int) -> int | None:
         return self._width[self._find(s)]
@@ -170,16 +174,16 @@ class ConnectivityGraph:
 
     def _check_site(self, s: int) -> None:
         if not (isinstance(s, int) and 0 <= s < self.n_sites):
-            raise ValueError(f"unknown site {s!r}")
+            raise InvalidInput(f"unknown site {s!r}")
 
     def layer(self, layer: WeightLayer, src: int) -> int:
         """Apply a weight layer to ``src`` and return its output site."""
         self._check_site(src)
         shape = layer.shape
         if len(shape) < 2:
-            raise ValueError(f"layer {layer.name!r}: a weight needs >= 2 dims, got shape {shape}")
+            raise InvalidInput(f"layer {layer.name!r}: a weight needs >= 2 dims, got shape {shape}")
         if layer.groups < 1 or shape[0] % layer.groups:
-            raise ValueError(f"layer {layer.name!r}: {shape[0]} outputs not divisible by groups")
+            raise InvalidInput(f"layer {layer.name!r}: {shape[0]} outputs not divisible by groups")
         dst = self._new_site(shape[0])
         index = len(self.layers)
         self.layers.append((layer, src, dst))
@@ -192,7 +196,7 @@ class ConnectivityGraph:
     def add(self, *sites: int) -> int:
         """Unit-wise join (residual addition, gating product) of equally wide sites."""
         if not sites:
-            raise ValueError("add() needs at least one site")
+            raise InvalidInput("add() needs at least one site")
         for s in sites:
             self._check_site(s)
         dst = self._new_site(flat=all(self._flat[s] for s in sites))
@@ -213,7 +217,7 @@ class ConnectivityGraph:
         """Concatenate sites along the unit (channel) axis."""
         widths = [self.width(s) for s in sites]
         if any(w is None for w in widths):
-            raise ValueError("concat(): the width of every input must be known")
+            raise InvalidInput("concat(): the width of every input must be known")
         dst = self._new_site(sum(widths))
         offset = 0
         for s, w in zip(sites, widths):
@@ -230,7 +234,7 @@ class ConnectivityGraph:
             if w is None:
                 self._set_width(site, in_features, f"layer {name!r}")
             elif in_features % w:
-                raise ValueError(
+                raise InvalidInput(
                     f"layer {name!r}: {in_features} input features are not a whole number of "
                     f"features per channel for a flattened input of {w} channels"
                 )
@@ -238,11 +242,11 @@ class ConnectivityGraph:
                 groups[index] = in_features // w
         for s in range(self.n_sites):
             if self.width(s) is None:
-                raise ValueError(f"could not determine the width of site {s} (no layer reads it)")
+                raise InvalidInput(f"could not determine the width of site {s} (no layer reads it)")
         if not self.layers:
-            raise ValueError("the network has no weight layers")
+            raise InvalidInput("the network has no weight layers")
         if not self.inputs or not self.outputs:
-            raise ValueError("the graph needs at least one input and one output")
+            raise InvalidInput("the graph needs at least one input and one output")
         return groups
 
 
@@ -423,7 +427,7 @@ def _as_numpy(x: Any, name: str, what: str) -> np.ndarray:
 
     if isinstance(x, torch.Tensor):
         if x.is_complex():
-            raise ValueError(f"layer {name!r}: {what} has complex dtype {x.dtype}")
+            raise InvalidInput(f"layer {name!r}: {what} has complex dtype {x.dtype}")
         if x.dtype == torch.bfloat16:
             x = x.float()
         return x.detach().numpy()
@@ -432,9 +436,9 @@ def _as_numpy(x: Any, name: str, what: str) -> np.ndarray:
 
 def _check_weight_chunk(name: str, w: np.ndarray) -> None:
     if w.dtype.kind != "f":
-        raise ValueError(f"layer {name!r}: weight has dtype {w.dtype}, expected a float")
+        raise InvalidInput(f"layer {name!r}: weight has dtype {w.dtype}, expected a float")
     if w.size and not (np.isfinite(w.min()) and np.isfinite(w.max())):
-        raise ValueError(f"layer {name!r}: weight contains NaN or infinite values")
+        raise InvalidInput(f"layer {name!r}: weight contains NaN or infinite values")
 
 
 def _kept_chunk(name: str, m: np.ndarray) -> np.ndarray:
@@ -442,11 +446,11 @@ def _kept_chunk(name: str, m: np.ndarray) -> np.ndarray:
     if m.dtype == np.bool_:
         return m
     if m.dtype.kind not in "fiu":
-        raise ValueError(f"layer {name!r}: mask has dtype {m.dtype}, expected 0/1 numbers")
+        raise InvalidInput(f"layer {name!r}: mask has dtype {m.dtype}, expected 0/1 numbers")
     keep = m != 0
     # binary iff every nonzero entry equals 1 (NaN is nonzero and not 1)
     if np.count_nonzero(m == 1) != np.count_nonzero(keep):
-        raise ValueError(f"layer {name!r}: mask is not binary (values other than 0 and 1)")
+        raise InvalidInput(f"layer {name!r}: mask is not binary (values other than 0 and 1)")
     return keep
 
 
@@ -459,7 +463,7 @@ def _scan_layer(layer: WeightLayer, group: int) -> _Scan:
     dtype = _count_dtype(per_slice)
     counts = np.zeros((out, in_local), dtype=dtype)
     if layer.mask is not None and tuple(layer.mask.shape) != shape:
-        raise ValueError(
+        raise InvalidInput(
             f"layer {layer.name!r}: mask shape {tuple(layer.mask.shape)} does not match "
             f"weight shape {shape}"
         )
@@ -609,7 +613,7 @@ def _analyse(
     total = sum(s.total for s in scans)
     kept = sum(s.kept for s in scans)
     if total == 0:
-        raise ValueError("the weight layers hold no weights")
+        raise InvalidInput("the weight layers hold no weights")
     collapsed = tuple(layer.name for layer, s in zip(layers, scans) if s.kept == 0)
 
     if graph is None:
@@ -718,7 +722,7 @@ def _checked_offset(layer: WeightLayer, n_in: int, n_out: int, group: int) -> np
     if group > 1 and off.shape == (n_out, n_in * group):  # features after a flatten
         off = off.reshape(n_out, n_in, group).any(axis=2)
     if off.shape != (n_out, n_in):
-        raise ValueError(
+        raise InvalidInput(
             f"layer {layer.name!r}: offset connectivity has shape {off.shape}, "
             f"expected {(n_out, n_in)}"
         )
@@ -734,7 +738,7 @@ def chain_graph(layers: Sequence[WeightLayer]) -> ConnectivityGraph:
     Raises ``ValueError`` naming the first pair that does not fit.
     """
     if not layers:
-        raise ValueError("no weight layers to chain")
+        raise InvalidInput("no weight layers to chain")
     g = ConnectivityGraph()
     site = g.input()
     prev: WeightLayer | None = None
@@ -745,13 +749,13 @@ def chain_graph(layers: Sequence[WeightLayer]) -> ConnectivityGraph:
             n_in = shape[1] * layer.groups
             if len(shape) == 2 and len(p) > 2:
                 if n_in % p[0]:
-                    raise ValueError(
+                    raise InvalidInput(
                         f"cannot chain {prev.name!r} {p} -> {layer.name!r} {shape}: "
                         f"{n_in} input features are not a multiple of {p[0]} channels"
                     )
                 site = g.flatten(site)
             elif n_in != p[0] or (len(shape) > 2 and len(p) == 2):
-                raise ValueError(
+                raise InvalidInput(
                     f"cannot chain {prev.name!r} {p} -> {layer.name!r} {shape}: "
                     f"{p[0]} outputs do not feed {n_in} inputs"
                 )
@@ -768,7 +772,7 @@ def _as_weight_layer(item: Any) -> WeightLayer:
         name, weight = item[0], item[1]
         mask = item[2] if len(item) == 3 else None
         return WeightLayer(str(name), weight, mask)
-    raise ValueError(
+    raise InvalidInput(
         f"expected (name, weight, mask) tuples or WeightLayer objects, got {type(item).__name__}"
     )
 
@@ -991,7 +995,7 @@ def module_graph(model: Any, notes: list[str] | None = None) -> ConnectivityGrap
     try:
         fx_graph = Tracer().trace(model)
     except Exception as exc:  # noqa: BLE001 - any tracing failure means "not traceable"
-        raise ValueError(
+        raise InvalidInput(
             f"torch.fx could not trace the model: {type(exc).__name__}: {exc}"
         ) from None
     g = ConnectivityGraph()
@@ -1030,7 +1034,7 @@ def module_graph(model: Any, notes: list[str] | None = None) -> ConnectivityGrap
                 for s in outs:
                     g.output(s)
     except _Unmappable as exc:
-        raise ValueError(str(exc)) from None
+        raise InvalidInput(str(exc)) from None
     return g
 
 
@@ -1112,7 +1116,7 @@ def export_graph(program: Any, notes: list[str] | None = None) -> ConnectivityGr
                 walker.tuple_sites[node] = True
             walker.sites[node] = site
     except _Unmappable as exc:
-        raise ValueError(str(exc)) from None
+        raise InvalidInput(str(exc)) from None
     return g
 
 
@@ -1177,7 +1181,7 @@ def check_collapse(
     if hasattr(model_or_layers, "weight_layers") and hasattr(model_or_layers, "format"):
         return _from_checkpoint(model_or_layers, progress)
     if isinstance(model_or_layers, (str, bytes)) or not isinstance(model_or_layers, Iterable):
-        raise ValueError(
+        raise InvalidInput(
             "check_collapse expects an nn.Module, a Checkpoint, a ConnectivityGraph or a "
             f"sequence of (name, weight, mask) tuples; got {type(model_or_layers).__name__}"
         )
@@ -1187,10 +1191,10 @@ def check_collapse(
 
 def _from_chain(layers: list[WeightLayer], notes: list[str], progress: bool) -> CollapseReport:
     if not layers:
-        raise ValueError("no weight layers given")
+        raise InvalidInput("no weight layers given")
     for layer in layers:
         if len(layer.shape) < 2:
-            raise ValueError(
+            raise InvalidInput(
                 f"layer {layer.name!r}: a weight needs >= 2 dims, got shape {layer.shape}"
             )
     try:

@@ -17,6 +17,7 @@ import numpy as np
 
 from sigprop.diagnostics.measure import Measurement
 from sigprop.diagnostics.predict import Prediction
+from sigprop.validate import InvalidInput
 
 __all__ = ["Agreement", "compare", "resolution_floor", "spectral_distances"]
 
@@ -132,9 +133,9 @@ def spectral_distances(
     raw = np.asarray(samples)
     samples = np.sort(np.asarray(samples, dtype=np.float64).ravel())
     if samples.size == 0 or not np.all(np.isfinite(samples)):
-        raise ValueError("samples must be a non-empty array of finite values")
+        raise InvalidInput("samples must be a non-empty array of finite values")
     if not callable(cdf):
-        raise ValueError("cdf must be a callable t -> P(X <= t)")
+        raise InvalidInput("cdf must be a callable t -> P(X <= t)")
     hi = max(float(samples[-1]), float(upper) if upper is not None else 0.0)
     signed = samples[0] < 0  # not squared singular values: no floor, every sample counts
     lo = float(samples[0]) if signed else resolution_floor(raw, zero_tol, dtype=dtype)
@@ -142,7 +143,7 @@ def spectral_distances(
     xs = np.union1d(np.linspace(lo, hi, n_grid), samples[samples > lo])
     f_pred = np.asarray(cdf(xs), dtype=np.float64)
     if f_pred.shape != xs.shape or not np.all(np.isfinite(f_pred)):
-        raise ValueError("cdf must return finite values of the same shape as its input")
+        raise InvalidInput("cdf must return finite values of the same shape as its input")
     f_emp = np.searchsorted(samples, xs, side="right") / samples.size
     diff = np.abs(f_emp - f_pred)
     w1 = float(np.sum(0.5 * (diff[1:] + diff[:-1]) * np.diff(xs)))
@@ -176,9 +177,9 @@ def compare(prediction: Prediction, measurement: Measurement, spectrum=None) -> 
     Raises ``ValueError`` if the two describe different layers.
     """
     if not isinstance(prediction, Prediction) or not isinstance(measurement, Measurement):
-        raise ValueError("compare expects (Prediction, Measurement)")
+        raise InvalidInput("compare expects (Prediction, Measurement)")
     if tuple(prediction.names) != tuple(measurement.names):
-        raise ValueError(
+        raise InvalidInput(
             f"prediction and measurement are for different layers: {prediction.names} vs "
             f"{measurement.names}"
         )

@@ -34,6 +34,7 @@ from torch import nn
 from sigprop.diagnostics.spec import effective_weight, is_weight_layer
 from sigprop.nn.activation import is_elementwise
 from sigprop.nn.masked import MaskedLinear
+from sigprop.validate import InvalidInput
 
 __all__ = ["JacobianSpectrum", "jacobian_spectrum", "chain_ops"]
 
@@ -119,7 +120,7 @@ class JacobianSpectrum:
             std = math.sqrt(max(float(np.sum(weights * (nodes - mean) ** 2)), 1e-300))
             bandwidth = 1.06 * std * nodes.size ** (-1 / 5)
         if bandwidth <= 0:
-            raise ValueError(f"bandwidth must be positive, got {bandwidth}")
+            raise InvalidInput(f"bandwidth must be positive, got {bandwidth}")
         z = (grid[:, None] - nodes[None, :]) / bandwidth
         return (np.exp(-0.5 * z**2) * weights).sum(axis=1) / (bandwidth * math.sqrt(2 * math.pi))
 
@@ -506,17 +507,17 @@ def jacobian_spectrum(
     from tqdm.auto import tqdm
 
     if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+        raise InvalidInput(f"method must be one of {_METHODS}, got {method!r}")
     if not isinstance(inputs, torch.Tensor) or inputs.ndim < 2 or inputs.shape[0] == 0:
-        raise ValueError(
+        raise InvalidInput(
             "inputs must be a tensor of shape (n_inputs, *sample_shape) with n_inputs ≥ 1"
         )
     if not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating type, got {dtype}")
+        raise InvalidInput(f"dtype must be a floating type, got {dtype}")
     if n_moments < 1:
-        raise ValueError(f"n_moments must be ≥ 1, got {n_moments}")
+        raise InvalidInput(f"n_moments must be ≥ 1, got {n_moments}")
     if not torch.isfinite(inputs).all():
-        raise ValueError("inputs contain NaN or inf")
+        raise InvalidInput("inputs contain NaN or inf")
     x_all = inputs.detach().to(dtype)
     ops = chain_ops(model)
     if ops is not None:
@@ -525,7 +526,7 @@ def jacobian_spectrum(
     else:
         run_model = _in_dtype(model, dtype)
     if layerwise and ops is None:
-        raise ValueError(
+        raise InvalidInput(
             "layerwise=True needs a chain model (nn.Sequential of weight layers, elementwise "
             f"activations and reshapes); {type(model).__name__} is not one"
         )
@@ -541,7 +542,7 @@ def jacobian_spectrum(
     if method == "auto":
         method = "exact" if r <= exact_max_dim else "lanczos"
     if method == "lanczos" and not 1 <= k < r:
-        raise ValueError(
+        raise InvalidInput(
             f"k must satisfy 1 ≤ k < min(n_in, n_out) = {r} for method='lanczos', got {k}"
         )
 

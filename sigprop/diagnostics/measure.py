@@ -27,6 +27,7 @@ from torch import nn
 
 from sigprop.diagnostics.spec import ModelSpec, describe
 from sigprop.nn.utils import as_batches
+from sigprop.validate import InvalidInput
 
 __all__ = ["GradientFlow", "Measurement", "gradient_flow", "measure", "input_pairs"]
 
@@ -109,11 +110,13 @@ def _device(model: nn.Module) -> torch.device:
 
 def _check_inputs(inputs, name: str = "inputs") -> torch.Tensor:
     if not isinstance(inputs, torch.Tensor) or inputs.ndim < 2 or inputs.shape[0] == 0:
-        raise ValueError(f"{name} must be a tensor of shape (batch, *sample_shape) with batch ≥ 1")
+        raise InvalidInput(
+            f"{name} must be a tensor of shape (batch, *sample_shape) with batch ≥ 1"
+        )
     if not inputs.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {inputs.dtype}")
+        raise InvalidInput(f"{name} must be a floating-point tensor, got {inputs.dtype}")
     if not torch.isfinite(inputs).all():
-        raise ValueError(f"{name} contain NaN or inf")
+        raise InvalidInput(f"{name} contain NaN or inf")
     return inputs
 
 
@@ -130,12 +133,12 @@ class _Recorder:
     def _hook(self, name: str):
         def hook(module, args, output):
             if name in self.outputs:
-                raise ValueError(
+                raise InvalidInput(
                     f"layer {name!r} ran twice in one forward pass (shared weights); "
                     "per-layer statistics are undefined"
                 )
             if not isinstance(output, torch.Tensor):
-                raise ValueError(f"layer {name!r} returned {type(output).__name__}, not a tensor")
+                raise InvalidInput(f"layer {name!r} returned {type(output).__name__}, not a tensor")
             if output.requires_grad:
                 output.retain_grad()
             self.outputs[name] = output
@@ -180,7 +183,7 @@ def measure(
     """
     inputs = _check_inputs(inputs)
     if n_probes < 1:
-        raise ValueError(f"n_probes must be ≥ 1, got {n_probes}")
+        raise InvalidInput(f"n_probes must be ≥ 1, got {n_probes}")
     spec = describe(model) if spec is None else spec
     names = spec.names
     work = _model_in(model, dtype)
@@ -192,10 +195,10 @@ def measure(
         with torch.enable_grad():
             out = work(x)
             if not isinstance(out, torch.Tensor):
-                raise ValueError(f"model returned {type(out).__name__}, not a tensor")
+                raise InvalidInput(f"model returned {type(out).__name__}, not a tensor")
             missing = [n for n in names if n not in recorder.outputs]
             if missing:
-                raise ValueError(f"weight layers not used in the forward pass: {missing}")
+                raise InvalidInput(f"weight layers not used in the forward pass: {missing}")
             hs = [recorder.outputs[n] for n in names]
             batch = x.shape[0]
             q_per_input = torch.stack([_per_sample_sq(h) / h[0].numel() for h in hs])  # (L, B)
@@ -217,7 +220,7 @@ def measure(
                 )
                 for i, grad in enumerate(grads):
                     if grad is None:
-                        raise ValueError(f"output does not depend on layer {names[i - 1]!r}")
+                        raise InvalidInput(f"output does not depend on layer {names[i - 1]!r}")
                     delta_sq[i] += _per_sample_sq(grad).mean().cpu().double()
             delta_sq /= n_probes
     finally:
@@ -377,14 +380,14 @@ def gradient_flow(
         for i in range(len(names)):
             gw, gh = grads[i], grads[len(names) + i]
             if gw is None or gh is None:
-                raise ValueError(f"the loss does not depend on layer {names[i]!r}")
+                raise InvalidInput(f"the loss does not depend on layer {names[i]!r}")
             if masks[i] is not None:
                 gw = gw * masks[i]
             grad_sq[i] += float(gw.detach().double().pow(2).sum())
             delta_sq[i] += float(gh.detach().double().pow(2).sum())
         n_batches += 1
     if n_batches == 0:
-        raise ValueError("data contains no batch")
+        raise InvalidInput("data contains no batch")
     grad_sq /= n_batches
     delta_sq /= n_batches
     theory_delta = theory_grad = None
@@ -422,7 +425,7 @@ def _loss(loss, out: torch.Tensor, targets, gen: torch.Generator):
         value = loss(out, targets)
         return value, getattr(loss, "__name__", type(loss).__name__)
     if loss != "auto":
-        raise ValueError(f"loss must be a callable or 'auto', got {loss!r}")
+        raise InvalidInput(f"loss must be a callable or 'auto', got {loss!r}")
     if targets is None:
         g = torch.randn(out.shape, generator=gen, dtype=out.dtype).to(out.device)
         return (g * out).sum(), "random_projection"

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sigprop.diagnostics.spec import ModelSpec
+from sigprop.validate import InvalidInput
 
 __all__ = ["Prediction", "input_moments", "predict"]
 
@@ -64,9 +65,9 @@ def input_moments(inputs) -> tuple[float, float | None]:
         inputs = inputs.detach().cpu().double().numpy()
     x = np.asarray(inputs, dtype=np.float64)
     if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError("inputs must have shape (batch, *sample_shape) with batch ≥ 1")
+        raise InvalidInput("inputs must have shape (batch, *sample_shape) with batch ≥ 1")
     if not np.all(np.isfinite(x)):
-        raise ValueError("inputs contain NaN or inf")
+        raise InvalidInput("inputs contain NaN or inf")
     x = x.reshape(x.shape[0], -1)
     q0 = float(np.mean(x**2))
     n_pairs = x.shape[0] // 2
@@ -75,7 +76,7 @@ def input_moments(inputs) -> tuple[float, float | None]:
     a, b = x[0 : 2 * n_pairs : 2], x[1 : 2 * n_pairs : 2]
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     if np.any(norms == 0):
-        raise ValueError("an input of a correlation pair is all zeros")
+        raise InvalidInput("an input of a correlation pair is all zeros")
     return q0, float(np.mean(np.sum(a * b, axis=1) / norms))
 
 
@@ -227,19 +228,21 @@ def predict(
         an activation applied to a stream that is not Gaussian), or for invalid q0/c0.
     """
     if not isinstance(spec, ModelSpec):
-        raise ValueError(f"predict expects a ModelSpec (from describe), got {type(spec).__name__}")
+        raise InvalidInput(
+            f"predict expects a ModelSpec (from describe), got {type(spec).__name__}"
+        )
     if spec.unmapped:
-        raise ValueError(
+        raise InvalidInput(
             "the spec has parts the theory cannot map, so per-layer predictions would be "
             f"guesses: {', '.join(spec.unmapped)}"
         )
     q0 = float(q0)
     if not math.isfinite(q0) or q0 < 0:
-        raise ValueError(f"q0 (input second moment) must be finite and ≥ 0, got {q0}")
+        raise InvalidInput(f"q0 (input second moment) must be finite and ≥ 0, got {q0}")
     if c0 is not None:
         c0 = float(c0)
         if not -1.0 <= c0 <= 1.0:
-            raise ValueError(f"c0 (input correlation) must be in [-1, 1], got {c0}")
+            raise InvalidInput(f"c0 (input correlation) must be in [-1, 1], got {c0}")
     if spec.structure == "residual":
         return _predict_residual(spec, q0, c0, density)
     layers = spec.layers
@@ -411,14 +414,14 @@ def _consume(layer, s: _Stream, graph: _Backward, where: str):
     """
     act = layer.input_activation or s.act
     if layer.input_activation and s.act and layer.input_activation != s.act:
-        raise ValueError(
+        raise InvalidInput(
             f"{where}: layer {layer.name!r} applies {layer.input_activation} to an output "
             f"already passed through {s.act}; composed activations are not mapped"
         )
     if act is None:
         second, dphi2, cov = s.m, 1.0, s.k
     elif not s.gaussian:
-        raise ValueError(
+        raise InvalidInput(
             f"{where}: layer {layer.name!r} applies {act} to a residual stream that is not "
             "Gaussian (it carries an activation's output), which the mean-field recursion "
             "does not describe"
@@ -444,7 +447,9 @@ def _segments(spec: ModelSpec) -> list[tuple[str | None, list[int]]]:
             segments[-1][1].append(i)
             continue
         if block is not None and any(b == block for b, _ in segments):
-            raise ValueError(f"residual block {block!r} has weight layers that are not contiguous")
+            raise InvalidInput(
+                f"residual block {block!r} has weight layers that are not contiguous"
+            )
         segments.append((block, [i]))
     for block, idx in segments:
         if block is None:
@@ -457,14 +462,14 @@ def _segments(spec: ModelSpec) -> list[tuple[str | None, list[int]]]:
             or spec.layers[i].name[len(prefix) :].split(".")[0] != "branch"
         ]
         if outside:
-            raise ValueError(
+            raise InvalidInput(
                 f"residual block {block!r} has weight layers outside its branch {outside} "
                 "(a projection shortcut or a custom block); predict covers identity "
                 "shortcuts y = x + λ·branch(x) (sigprop.nn.models.ResidualBlock)"
             )
         scales = {spec.layers[i].residual_scale for i in idx}
         if len(scales) != 1:
-            raise ValueError(f"residual block {block!r} reports several scales {sorted(scales)}")
+            raise InvalidInput(f"residual block {block!r} reports several scales {sorted(scales)}")
     return segments
 
 
@@ -509,7 +514,7 @@ def _predict_residual(spec: ModelSpec, q0: float, c0: float | None, density: boo
             chi_branch *= factor
         if branch.act is not None:
             # φ(h) has a nonzero mean for φ ≠ odd, so skip and branch would be correlated
-            raise ValueError(
+            raise InvalidInput(
                 f"residual block {block!r}: the branch ends in activation {branch.act}; the "
                 "recursion needs the branch output to be a weight layer's output"
             )
@@ -525,7 +530,7 @@ def _predict_residual(spec: ModelSpec, q0: float, c0: float | None, density: boo
     g = graph.sweep(final.var)
     g_out = g[out_var]
     if g_out[-1] == 0:
-        raise ValueError("the predicted gradient of the last weight layer is zero")
+        raise InvalidInput("the predicted gradient of the last weight layer is zero")
     grad_ratio = g_out / g_out[-1]
     chi = np.empty(n)
     chi[0] = g[0] / g_out[0]

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from sigprop.nn.activation import theory_spec
+from sigprop.validate import InvalidInput
 
 __all__ = [
     "LayerSpec",
@@ -100,7 +101,7 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
     mask = getattr(module, "_buffers", {}).get("weight_mask")
     if mask is not None:
         if mask.shape != weight.shape:
-            raise ValueError(
+            raise InvalidInput(
                 f"weight_mask of shape {tuple(mask.shape)} does not match weight of shape "
                 f"{tuple(weight.shape)}"
             )
@@ -275,7 +276,7 @@ def _layer_spec(
         mask = getattr(module, "_buffers", {}).get("weight_mask")
         w_eff = effective_weight(module).detach().to(torch.float64)
         if not torch.isfinite(w_eff).all():
-            raise ValueError(f"layer {name!r} has non-finite weights")
+            raise InvalidInput(f"layer {name!r} has non-finite weights")
         n_units = weight.shape[0]
         fan_in = weight[0].numel()
         fan_out = n_units * (weight[0, 0].numel() if weight.ndim > 2 else 1)
@@ -550,7 +551,7 @@ def describe(model: nn.Module) -> ModelSpec:
         mask of the wrong shape.
     """
     if not isinstance(model, nn.Module):
-        raise ValueError(f"describe expects a torch.nn.Module, got {type(model).__name__}")
+        raise InvalidInput(f"describe expects a torch.nn.Module, got {type(model).__name__}")
     walker = _Walker()
     if is_weight_layer(model):
         walker.weight("", model)
@@ -569,7 +570,7 @@ def describe(model: nn.Module) -> ModelSpec:
     if any(e["block"] is not None for e in walker.entries):
         structure = "residual"
     if not walker.entries:
-        raise ValueError(
+        raise InvalidInput(
             f"model {type(model).__name__} has no weight layer (Linear/Conv/masked/DCT)"
         )
     layers = tuple(

@@ -58,6 +58,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sigprop.validate import InvalidInput, positive_int
+
 __all__ = [
     "DATASETS",
     "Dataset",
@@ -148,7 +150,7 @@ class Dataset:
     def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)`` of ``"train"``, ``"val"`` or ``"test"``."""
         if which not in ("train", "val", "test"):
-            raise ValueError(f"split must be 'train', 'val' or 'test', got {which!r}")
+            raise InvalidInput(f"split must be 'train', 'val' or 'test', got {which!r}")
         return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
 
     def to(self, device: str | torch.device) -> Dataset:
@@ -213,27 +215,27 @@ def load_dataset(
         Options of ``"teacher"`` (see the module docstring); anything else raises ``ValueError``.
     """
     if not isinstance(name, str):
-        raise ValueError(f"dataset name must be a string, got {type(name).__name__}")
+        raise InvalidInput(f"dataset name must be a string, got {type(name).__name__}")
     seed = _check_seed(seed)
     if not 0.0 <= val_fraction < 1.0 or not math.isfinite(val_fraction):
-        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction!r}")
+        raise InvalidInput(f"val_fraction must lie in [0, 1), got {val_fraction!r}")
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+        raise InvalidInput(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
     if task not in ("auto", "classification", "regression"):
-        raise ValueError(f"task must be 'auto', 'classification' or 'regression', got {task!r}")
+        raise InvalidInput(f"task must be 'auto', 'classification' or 'regression', got {task!r}")
     rng = np.random.default_rng(seed)
 
     if name == "teacher":
         unknown = set(options) - set(_TEACHER_DEFAULTS)
         if unknown:
-            raise ValueError(
+            raise InvalidInput(
                 f"unknown teacher option(s) {sorted(unknown)}; choose from {sorted(_TEACHER_DEFAULTS)}"
             )
         x_tr, y_tr, x_te, y_te, n_classes, desc = _teacher(rng, {**_TEACHER_DEFAULTS, **options})
         shape = (x_tr.shape[1],)
     else:
         if options:
-            raise ValueError(
+            raise InvalidInput(
                 f"dataset {name!r} takes no option(s) {sorted(options)} (only 'teacher' has options)"
             )
         if name == "digits":
@@ -250,7 +252,7 @@ def load_dataset(
             shape = tuple(x_tr.shape[1:])
             desc = f"user data from {name[4:]}"
         else:
-            raise ValueError(
+            raise InvalidInput(
                 f"unknown dataset {name!r}; choose from {list(DATASETS)} or 'npz:PATH'"
             )
         x_tr = x_tr.reshape((-1, *shape))
@@ -263,7 +265,7 @@ def load_dataset(
     else:
         x_va, y_va = x_tr[:0], y_tr[:0]
     if x_tr.shape[0] == 0:
-        raise ValueError(f"dataset {name!r}: no training samples left after the splits")
+        raise InvalidInput(f"dataset {name!r}: no training samples left after the splits")
 
     mean = std = None
     if standardize:
@@ -322,9 +324,8 @@ def class_balanced_batch(
     from sigprop.prune.scores import samples_per_class
 
     if dataset.n_classes == 0:
-        raise ValueError("class_balanced_batch needs a classification dataset (n_classes > 0)")
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"per_class must be a positive integer, got {per_class!r}")
+        raise InvalidInput("class_balanced_batch needs a classification dataset (n_classes > 0)")
+    per_class = positive_int(per_class, "per_class")
     x, y = dataset.split(split)
     return samples_per_class(x, y, per_class, num_classes=dataset.n_classes, generator=generator)
 
@@ -346,12 +347,11 @@ def minibatches(
     """
     n = int(x.shape[0])
     if int(y.shape[0]) != n:
-        raise ValueError(f"x has {n} samples but y has {int(y.shape[0])}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise InvalidInput(f"x has {n} samples but y has {int(y.shape[0])}")
+    batch_size = positive_int(batch_size, "batch_size")
     if shuffle:
         if generator is None:
-            raise ValueError("minibatches(shuffle=True) needs an explicit torch.Generator")
+            raise InvalidInput("minibatches(shuffle=True) needs an explicit torch.Generator")
         order = torch.randperm(n, generator=generator).to(x.device)
     else:
         order = None
@@ -374,7 +374,7 @@ batches = minibatches
 
 def _check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
 
 
@@ -445,20 +445,22 @@ def _teacher(rng, opt):
     for key in ints:
         v = opt[key]
         if isinstance(v, bool) or not isinstance(v, int | np.integer):
-            raise ValueError(f"teacher option {key} must be an integer, got {v!r}")
+            raise InvalidInput(f"teacher option {key} must be an integer, got {v!r}")
     for key in ("in_features", "n_train", "n_test", "width", "depth"):
         if opt[key] < 1:
-            raise ValueError(f"teacher option {key} must be >= 1, got {opt[key]}")
+            raise InvalidInput(f"teacher option {key} must be >= 1, got {opt[key]}")
     if opt["n_classes"] < 0 or opt["n_classes"] == 1:
-        raise ValueError(
+        raise InvalidInput(
             f"teacher option n_classes must be 0 (regression) or >= 2, got {opt['n_classes']}"
         )
     for key in ("sigma_w", "sigma_b", "noise"):
         v = float(opt[key])
         if not math.isfinite(v) or v < 0:
-            raise ValueError(f"teacher option {key} must be a finite number >= 0, got {opt[key]!r}")
+            raise InvalidInput(
+                f"teacher option {key} must be a finite number >= 0, got {opt[key]!r}"
+            )
     if opt["activation"] not in _TEACHER_ACTIVATIONS:
-        raise ValueError(
+        raise InvalidInput(
             f"teacher activation {opt['activation']!r} unknown; choose from {sorted(_TEACHER_ACTIVATIONS)}"
         )
     phi = _TEACHER_ACTIVATIONS[opt["activation"]]
@@ -492,39 +494,41 @@ def _teacher(rng, opt):
 
 def _npz(path, task, test_fraction, rng):
     if not os.path.exists(path):
-        raise ValueError(f"npz file {path!r} does not exist")
+        raise InvalidInput(f"npz file {path!r} does not exist")
     with open(path, "rb") as fh:
         if fh.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
-            raise ValueError(f"{path!r} is not a readable .npz file (no zip signature)")
+            raise InvalidInput(f"{path!r} is not a readable .npz file (no zip signature)")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except ValueError as exc:  # object arrays need pickle, which is refused
-        raise ValueError(f"npz file {path!r} cannot be read without pickle: {exc}") from None
+        raise InvalidInput(f"npz file {path!r} cannot be read without pickle: {exc}") from None
     except (OSError, EOFError) as exc:
-        raise ValueError(f"{path!r} is not a readable .npz file: {exc}") from None
+        raise InvalidInput(f"{path!r} is not a readable .npz file: {exc}") from None
     for key in ("x_train", "y_train"):
         if key not in arrays:
-            raise ValueError(f"npz file {path!r} lacks the array {key!r} (found {sorted(arrays)})")
+            raise InvalidInput(
+                f"npz file {path!r} lacks the array {key!r} (found {sorted(arrays)})"
+            )
     has_test = ("x_test" in arrays, "y_test" in arrays)
     if has_test[0] != has_test[1]:
-        raise ValueError(f"npz file {path!r} must have both x_test and y_test, or neither")
+        raise InvalidInput(f"npz file {path!r} must have both x_test and y_test, or neither")
     parts = ["train", "test"] if has_test[0] else ["train"]
     for part in parts:
         x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
         for key, a in ((f"x_{part}", x), (f"y_{part}", y)):
             if a.dtype.kind not in "biuf":
-                raise ValueError(f"npz array {key!r} must be numeric, got dtype {a.dtype}")
+                raise InvalidInput(f"npz array {key!r} must be numeric, got dtype {a.dtype}")
             if a.ndim == 0 or a.shape[0] == 0:
-                raise ValueError(f"npz array {key!r} is empty")
+                raise InvalidInput(f"npz array {key!r} is empty")
             if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-                raise ValueError(f"npz array {key!r} contains NaN or inf")
+                raise InvalidInput(f"npz array {key!r} contains NaN or inf")
         if x.shape[0] != y.shape[0]:
-            raise ValueError(
+            raise InvalidInput(
                 f"npz arrays x_{part} and y_{part} disagree: {x.shape[0]} vs {y.shape[0]} samples"
             )
     if has_test[0] and arrays["x_test"].shape[1:] != arrays["x_train"].shape[1:]:
-        raise ValueError(
+        raise InvalidInput(
             f"npz x_test samples have shape {arrays['x_test'].shape[1:]}, "
             f"x_train samples {arrays['x_train'].shape[1:]}"
         )
@@ -534,12 +538,12 @@ def _npz(path, task, test_fraction, rng):
         task = "classification" if integral else "regression"
     if task == "classification":
         if not integral:
-            raise ValueError("npz labels must be 1-D integers 0..K-1 for classification")
+            raise InvalidInput("npz labels must be 1-D integers 0..K-1 for classification")
         if min(int(y.min()) for y in ys) < 0:
-            raise ValueError("npz labels must be non-negative class indices 0..K-1")
+            raise InvalidInput("npz labels must be non-negative class indices 0..K-1")
         n_classes = max(int(y.max()) for y in ys) + 1
         if n_classes < 2:
-            raise ValueError("npz labels contain a single class; classification needs >= 2")
+            raise InvalidInput("npz labels contain a single class; classification needs >= 2")
         ys = [y.astype(np.int64) for y in ys]
     else:
         n_classes = 0
@@ -551,5 +555,5 @@ def _npz(path, task, test_fraction, rng):
         x_tr, ys[0], test_fraction, rng, stratify=n_classes > 0
     )
     if len(x_te) == 0:
-        raise ValueError(f"npz file {path!r}: too few samples to split off a test set")
+        raise InvalidInput(f"npz file {path!r}: too few samples to split off a test set")
     return x_tr, y_tr, x_te, y_te, n_classes

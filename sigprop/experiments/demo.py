@@ -41,6 +41,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sigprop.validate import InvalidInput
+
 __all__ = ["DemoConfig", "DemoResult", "FULL", "QUICK", "run_demo"]
 
 
@@ -178,12 +180,12 @@ def run_demo(
     from tqdm.auto import tqdm
 
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
     device = str(device)
     if device.split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        raise InvalidInput(f"device must be 'cpu' or 'cuda', got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+        raise InvalidInput("device 'cuda' requested but torch.cuda.is_available() is False")
     cfg = config if config is not None else (QUICK if quick else FULL)
     _validate(cfg)
     out = Path(out)
@@ -243,17 +245,17 @@ def run_demo(
 
 def _validate(cfg: DemoConfig) -> None:
     if not 0.0 < cfg.density <= 1.0:
-        raise ValueError(f"density must be in (0, 1], got {cfg.density}")
+        raise InvalidInput(f"density must be in (0, 1], got {cfg.density}")
     for d in cfg.collapse_densities:
         if not 0.0 < d <= 1.0:
-            raise ValueError(f"collapse density must be in (0, 1], got {d}")
+            raise InvalidInput(f"collapse density must be in (0, 1], got {d}")
     if cfg.depth < 2 or cfg.width < 2:
-        raise ValueError(f"depth and width must be at least 2, got {cfg.depth}, {cfg.width}")
+        raise InvalidInput(f"depth and width must be at least 2, got {cfg.depth}, {cfg.width}")
     if cfg.sigma_b < 0 or not math.isfinite(cfg.sigma_b):
-        raise ValueError(f"sigma_b must be a finite standard deviation >= 0, got {cfg.sigma_b}")
+        raise InvalidInput(f"sigma_b must be a finite standard deviation >= 0, got {cfg.sigma_b}")
     names = [name for name, _ in cfg.phase_factors]
     if "eoc" not in names:
-        raise ValueError(f"phase_factors must contain 'eoc', got {names}")
+        raise InvalidInput(f"phase_factors must contain 'eoc', got {names}")
 
 
 def _environment() -> dict:
@@ -969,7 +971,7 @@ def _hidden_chain(model):
     mods = list(model.children())
     weights = [i for i, m in enumerate(mods) if hasattr(m, "weight")]
     if len(weights) < 3 or weights[0] != 0:
-        raise ValueError("the demo's Jacobian section needs a flat sequential MLP")
+        raise InvalidInput("the demo's Jacobian section needs a flat sequential MLP")
     stem = nn.Sequential(*mods[: weights[1]])
     chain = nn.Sequential(*mods[weights[1] : weights[-1]])
     return stem, chain

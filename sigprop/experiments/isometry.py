@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sigprop.validate import InvalidInput
+
 __all__ = ["IsometryResult", "approximate_isometry_", "isometry_penalty"]
 
 
@@ -74,16 +76,16 @@ def _weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     from sigprop.nn.init import init_layers
 
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise InvalidInput(f"model must be a torch.nn.Module, got {type(model).__name__}")
     for name, module in model.named_modules():
         if isinstance(module, (DCTPlusSparseLinear, DCTPlusSparseConv1d, DCTPlusSparseConv2d)):
-            raise ValueError(
+            raise InvalidInput(
                 f"layer {name!r} is DCT-plus-sparse: its weight is α·D + S, not a masked "
                 "matrix, so the approximate-isometry objective does not apply"
             )
     layers = init_layers(model)
     if not layers:
-        raise ValueError("model has no linear or convolution layer to make isometric")
+        raise InvalidInput("model has no linear or convolution layer to make isometric")
     return layers
 
 
@@ -119,10 +121,10 @@ def isometry_penalty(model: nn.Module, gain: float = 1.0) -> dict[str, float]:
 
 def _check_positive(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise InvalidInput(f"{name} must be a number, got {value!r}")
     value = float(value)
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
+        raise InvalidInput(f"{name} must be finite and > 0, got {value}")
     return value
 
 
@@ -152,7 +154,7 @@ def approximate_isometry_(
     from tqdm.auto import tqdm
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        raise InvalidInput(f"steps must be an integer >= 0, got {steps!r}")
     lr = _check_positive("lr", lr)
     gain = _check_positive("gain", gain)
     layers = _weight_layers(model)
@@ -160,7 +162,7 @@ def approximate_isometry_(
     for name, module in tqdm(layers, desc="isometry", disable=not progress, leave=False):
         weight = module.weight
         if not torch.isfinite(weight).all():
-            raise ValueError(f"layer {name!r}: weight contains NaN or inf")
+            raise InvalidInput(f"layer {name!r}: weight contains NaN or inf")
         mask = _mask_of(module)
         w = weight.detach().to(torch.float64).flatten(1).clone()
         m = None if mask is None else mask.to(torch.float64).flatten(1)

@@ -19,6 +19,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sigprop.validate import InvalidInput
+
 BUDGETS = ("small", "full")
 
 
@@ -52,7 +54,7 @@ def find_notebooks(folder: str | os.PathLike | None = None) -> list[Path]:
     """The committed notebooks, in their numbered order."""
     folder = Path(folder) if folder is not None else repository_root() / "notebooks"
     if not folder.is_dir():
-        raise ValueError(f"no notebooks folder at {folder}")
+        raise InvalidInput(f"no notebooks folder at {folder}")
     return sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
 
 
@@ -69,10 +71,10 @@ def run_notebook(
     from nbclient.exceptions import CellExecutionError
 
     if budget not in BUDGETS:
-        raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
+        raise InvalidInput(f"budget must be one of {BUDGETS}, got {budget!r}")
     path = Path(path).resolve()
     if not path.is_file():
-        raise ValueError(f"no notebook at {path}")
+        raise InvalidInput(f"no notebook at {path}")
     figures = Path(figures_dir) if figures_dir is not None else repository_root() / "figures"
     figures = figures.resolve()
     figures.mkdir(parents=True, exist_ok=True)

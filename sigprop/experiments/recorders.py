@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from sigprop.validate import InvalidInput, positive_int
+
 __all__ = [
     "DensityRecorder",
     "GradientNormRecorder",
@@ -75,16 +77,15 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _check_every(every, what: str) -> int:
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"{what} must be a positive integer, got {every!r}")
+    every = positive_int(every, what)
     return every
 
 
 def _check_probe(probe) -> torch.Tensor:
     if not isinstance(probe, torch.Tensor) or probe.ndim < 2 or probe.shape[0] < 1:
-        raise ValueError("probe must be a tensor of inputs with a leading batch dimension")
+        raise InvalidInput("probe must be a tensor of inputs with a leading batch dimension")
     if not torch.is_floating_point(probe) or not bool(torch.isfinite(probe).all()):
-        raise ValueError("probe inputs must be finite floating-point numbers")
+        raise InvalidInput("probe inputs must be finite floating-point numbers")
     return probe
 
 
@@ -108,7 +109,7 @@ class _Base:
     def on_train_begin(self, model: nn.Module) -> None:
         self._layers = weight_layers(model)
         if not self._layers:
-            raise ValueError(f"{type(self).__name__}: the model has no weight layers to record")
+            raise InvalidInput(f"{type(self).__name__}: the model has no weight layers to record")
         self._steps, self._values = [], []
 
     def on_step(self, step, model, batch, loss) -> None:

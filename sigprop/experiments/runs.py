@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import importlib
 
+from sigprop.validate import InvalidInput
+
 __all__ = ["RUNS", "get_run", "mean_field", "signal_flow", "train_pruned"]
 
 
@@ -69,14 +71,14 @@ def _build_mlp(
     )
     if init == "eoc":
         if sigma_w is not None:
-            raise ValueError("init='eoc' chooses sigma_w itself; pass init='gaussian' to set it")
+            raise InvalidInput("init='eoc' chooses sigma_w itself; pass init='gaussian' to set it")
         eoc_init_(model, activation, sigma_b=sigma_b, generator=generator)
     elif init == "gaussian":
         if sigma_w is None:
-            raise ValueError("init='gaussian' needs sigma_w")
+            raise InvalidInput("init='gaussian' needs sigma_w")
         gaussian_init_(model, sigma_w, sigma_b, generator=generator)
     elif init != "default":
-        raise ValueError(f"init must be 'eoc', 'gaussian' or 'default', got {init!r}")
+        raise InvalidInput(f"init must be 'eoc', 'gaussian' or 'default', got {init!r}")
     return model.to(torch.get_default_dtype())
 
 
@@ -86,10 +88,10 @@ def _prune(model, dataset, method, density, *, scope, per_class, batch_size, gen
 
     if method in ("dense", "none"):
         if density != 1.0:
-            raise ValueError(f"method={method!r} keeps every weight; density must be 1.0")
+            raise InvalidInput(f"method={method!r} keeps every weight; density must be 1.0")
         return
     if method not in METHODS:
-        raise ValueError(
+        raise InvalidInput(
             f"unknown pruning method {method!r}; choose from {list(METHODS)} or 'dense'"
         )
     if method in ("kstarts", "dissipating", "kstarts+dissipating"):
@@ -230,7 +232,7 @@ def train_pruned(
     generator = torch.Generator().manual_seed(seed)
     data = load_dataset(dataset, seed=data_seed)
     if data.n_classes == 0:
-        raise ValueError("train_pruned needs a classification dataset")
+        raise InvalidInput("train_pruned needs a classification dataset")
     model = _build_pruned(
         data,
         generator,
@@ -382,7 +384,7 @@ RUNS = {
 def get_run(ref: str):
     """The run function for a name in :data:`RUNS` or a ``"package.module:function"`` path."""
     if not isinstance(ref, str):
-        raise ValueError(f"a run is named by a string, got {type(ref).__name__}")
+        raise InvalidInput(f"a run is named by a string, got {type(ref).__name__}")
     if ref in RUNS:
         return RUNS[ref]
     if ":" in ref:
@@ -390,11 +392,11 @@ def get_run(ref: str):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise ValueError(f"cannot import the module of run {ref!r}: {exc}") from None
+            raise InvalidInput(f"cannot import the module of run {ref!r}: {exc}") from None
         fn = getattr(module, attr, None)
         if not callable(fn):
-            raise ValueError(f"{module_name} has no function {attr!r}")
+            raise InvalidInput(f"{module_name} has no function {attr!r}")
         return fn
-    raise ValueError(
+    raise InvalidInput(
         f"unknown run {ref!r}; choose from {sorted(RUNS)} or 'package.module:function'"
     )

@@ -63,6 +63,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sigprop._json import to_jsonable
+from sigprop.validate import InvalidInput
 
 __all__ = [
     "Sweep",
@@ -118,26 +119,26 @@ class Sweep:
 
     def __post_init__(self):
         if not isinstance(self.run, str) or not self.run:
-            raise ValueError(f"run must be a run name or 'module:function', got {self.run!r}")
+            raise InvalidInput(f"run must be a run name or 'module:function', got {self.run!r}")
         if not isinstance(self.grid, Mapping) or not isinstance(self.fixed, Mapping):
-            raise ValueError("grid and fixed must be mappings of parameter names to values")
+            raise InvalidInput("grid and fixed must be mappings of parameter names to values")
         grid = {}
         for key, values in self.grid.items():
             if isinstance(values, str | bytes) or not isinstance(values, Sequence):
-                raise ValueError(
+                raise InvalidInput(
                     f"grid[{key!r}] must be a list of values, got {values!r} "
                     "(put single values under 'fixed')"
                 )
             if len(values) == 0:
-                raise ValueError(f"grid[{key!r}] is empty")
+                raise InvalidInput(f"grid[{key!r}] is empty")
             grid[str(key)] = tuple(values)
         both = set(grid) & set(self.fixed)
         if both:
-            raise ValueError(f"parameter(s) {sorted(both)} are both in grid and in fixed")
+            raise InvalidInput(f"parameter(s) {sorted(both)} are both in grid and in fixed")
         try:
             _canonical({**self.fixed, **{k: list(v) for k, v in grid.items()}})
         except TypeError as exc:
-            raise ValueError(f"sweep parameters must be JSON values: {exc}") from None
+            raise InvalidInput(f"sweep parameters must be JSON values: {exc}") from None
         object.__setattr__(self, "grid", grid)
         object.__setattr__(self, "fixed", dict(self.fixed))
         object.__setattr__(self, "summary", tuple(self.summary))
@@ -148,14 +149,14 @@ class Sweep:
         """From a parsed config (the TOML layout); ``out``/``workers`` are ignored here."""
         unknown = set(config) - _TOML_KEYS
         if unknown:
-            raise ValueError(
+            raise InvalidInput(
                 f"unknown sweep config key(s) {sorted(unknown)}; allowed: {sorted(_TOML_KEYS)}"
             )
         if "run" not in config:
-            raise ValueError("sweep config needs a 'run' (e.g. run = \"train_pruned\")")
+            raise InvalidInput("sweep config needs a 'run' (e.g. run = \"train_pruned\")")
         summary = config.get("summary", ())
         if isinstance(summary, str) or not all(isinstance(s, str) for s in summary):
-            raise ValueError("summary must be a list of result names")
+            raise InvalidInput("summary must be a list of result names")
         return cls(
             run=config["run"],
             grid=dict(config.get("grid", {})),
@@ -203,7 +204,7 @@ def read_config(path: str | os.PathLike) -> dict:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        raise InvalidInput(f"{path}: not valid TOML: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -307,9 +308,9 @@ def load_results(path: str | os.PathLike) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{i}: not a JSON row ({exc})") from None
+            raise InvalidInput(f"{path}:{i}: not a JSON row ({exc})") from None
         if not isinstance(row, dict) or "key" not in row or "status" not in row:
-            raise ValueError(f"{path}:{i}: not a sweep row (needs 'key' and 'status')")
+            raise InvalidInput(f"{path}:{i}: not a sweep row (needs 'key' and 'status')")
         rows.append(row)
     return rows
 
@@ -365,7 +366,9 @@ def _limit_threads(n: int) -> None:
 
 def _error(exc: BaseException) -> dict:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {"type": type(exc).__name__, "message": str(exc), "traceback": tb[-4000:]}
+    # the built-in category (ValueError for sigprop's InvalidInput), stable across versions
+    kind = next(c for c in type(exc).__mro__ if c.__module__ == "builtins")
+    return {"type": kind.__name__, "message": str(exc), "traceback": tb[-4000:]}
 
 
 def _lost_row(run: str, params: dict, key: str, exc: BaseException) -> dict:
@@ -401,7 +404,7 @@ def _check_params(run: str, points: list[dict]) -> None:
     names = set().union(*(p.keys() for p in points)) if points else set()
     unknown = names - accepted
     if unknown:
-        raise ValueError(
+        raise InvalidInput(
             f"run {run!r} does not take parameter(s) {sorted(unknown)}; it takes {sorted(accepted)}"
         )
 
@@ -444,18 +447,20 @@ def run_sweep(
     from tqdm.auto import tqdm
 
     if not isinstance(sweep, Sweep):
-        raise ValueError(f"sweep must be a Sweep, got {type(sweep).__name__}")
+        raise InvalidInput(f"sweep must be a Sweep, got {type(sweep).__name__}")
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
     ):
-        raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
+        raise InvalidInput(f"workers must be an integer >= 0, got {workers!r}")
     if max_runs is not None and (not isinstance(max_runs, int) or max_runs < 0):
-        raise ValueError(f"max_runs must be an integer >= 0, got {max_runs!r}")
+        raise InvalidInput(f"max_runs must be an integer >= 0, got {max_runs!r}")
     if torch_threads is not None and (not isinstance(torch_threads, int) or torch_threads < 1):
-        raise ValueError(f"torch_threads must be a positive integer or None, got {torch_threads!r}")
+        raise InvalidInput(
+            f"torch_threads must be a positive integer or None, got {torch_threads!r}"
+        )
     out = Path(out)
     if not out.parent.exists():
-        raise ValueError(f"the directory of the results file {out} does not exist")
+        raise InvalidInput(f"the directory of the results file {out} does not exist")
 
     points = sweep.points()
     _check_params(sweep.run, points)
@@ -529,7 +534,7 @@ def _run_dask(run, pending, scheduler, torch_threads, record) -> str:
     try:
         from distributed import Client, as_completed
     except ImportError as exc:  # pragma: no cover - dask is an optional extra
-        raise ValueError(
+        raise InvalidInput(
             "a Dask scheduler needs dask.distributed: pip install 'sigprop[dask]'"
         ) from exc
     own = not isinstance(scheduler, Client)

@@ -44,6 +44,7 @@ from sigprop._json import to_jsonable
 from sigprop.experiments.data import Dataset, minibatches
 from sigprop.experiments.recorders import Recorder
 from sigprop.nn.masked import masked_modules, masked_step_, reapply_mask_
+from sigprop.validate import InvalidInput, positive_int
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "TrainResult", "evaluate", "train"]
 
@@ -252,22 +253,22 @@ def train(
     names = [getattr(r, "name", None) for r in recorders]
     for r, n in zip(recorders, names):
         if not isinstance(r, Recorder) or not isinstance(n, str):
-            raise ValueError(
+            raise InvalidInput(
                 f"{r!r} is not a recorder (needs a name and on_train_begin/on_step/"
                 "on_epoch_end/result)"
             )
     if len(set(names)) != len(names):
-        raise ValueError(f"recorder names must be unique, got {names}")
+        raise InvalidInput(f"recorder names must be unique, got {names}")
     if dsr is not None and not callable(getattr(dsr, "step", None)):
-        raise ValueError("dsr must have a step(iteration) method (e.g. sigprop.prune.DSR)")
+        raise InvalidInput("dsr must have a step(iteration) method (e.g. sigprop.prune.DSR)")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available")
+        raise InvalidInput(f"device {device} requested but CUDA is not available")
 
     model.to(device)
     float_params = [p for p in model.parameters() if torch.is_floating_point(p)]
     if not float_params:
-        raise ValueError("the model has no floating-point parameters to train")
+        raise InvalidInput("the model has no floating-point parameters to train")
     dtype = float_params[0].dtype
     data = dataset.to(device)
     x_tr, x_te, x_va = (t.to(dtype) for t in (data.x_train, data.x_test, data.x_val))
@@ -413,7 +414,7 @@ def train(
 def _check_output(out: torch.Tensor, xb: torch.Tensor, data: Dataset) -> None:
     want = (int(xb.shape[0]), data.out_features)
     if tuple(out.shape) != want:
-        raise ValueError(
+        raise InvalidInput(
             f"the model maps a batch of inputs {tuple(xb.shape)} to outputs {tuple(out.shape)}; "
             f"dataset {data.name!r} needs {want}"
         )
@@ -423,31 +424,30 @@ def _validate(
     model, dataset, epochs, batch_size, optimizer, lr, momentum, weight_decay, schedule, seed
 ):
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise InvalidInput(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(dataset, Dataset):
-        raise ValueError(
+        raise InvalidInput(
             "dataset must be a sigprop.experiments.data.Dataset (use load_dataset), "
             f"got {type(dataset).__name__}"
         )
     for name, v in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        v = positive_int(v, name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        raise InvalidInput(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        raise InvalidInput(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        raise InvalidInput(f"lr must be a finite number > 0, got {lr!r}")
     if (
         not isinstance(weight_decay, int | float)
         or not math.isfinite(weight_decay)
         or weight_decay < 0
     ):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        raise InvalidInput(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
     if momentum is not None:
         if optimizer != "sgd":
-            raise ValueError("momentum applies to optimizer='sgd' only (Adam uses its betas)")
+            raise InvalidInput("momentum applies to optimizer='sgd' only (Adam uses its betas)")
         if not isinstance(momentum, int | float) or not 0 <= momentum < 1:
-            raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
+            raise InvalidInput(f"momentum must lie in [0, 1), got {momentum!r}")

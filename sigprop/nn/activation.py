@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sigprop.validate import InvalidInput
+
 __all__ = [
     "ACTIVATIONS",
     "ELEMENTWISE_MODULES",
@@ -94,12 +96,12 @@ def parse_activation_spec(spec: Any) -> tuple[str, dict[str, float]]:
         if torch_name is None:
             return _expression(getattr(spec, "name", None), spec)
         if torch_name not in ACTIVATIONS:
-            raise ValueError(f"activation {spec.name!r} has no torch twin {torch_name!r}")
+            raise InvalidInput(f"activation {spec.name!r} has no torch twin {torch_name!r}")
         defaults = ACTIVATIONS[torch_name][1]
         params = {k: float(v) for k, v in dict(spec.params or {}).items() if k in defaults}
         return torch_name, _check_params(torch_name, {**defaults, **params})
     if not isinstance(spec, str):
-        raise ValueError(
+        raise InvalidInput(
             f"activation spec must be a name such as 'tanh' or 'leaky_relu:0.2', got {spec!r}"
         )
     head, sep, value = spec.strip().partition(":")
@@ -107,16 +109,16 @@ def parse_activation_spec(spec: Any) -> tuple[str, dict[str, float]]:
     name = _ALIASES.get(name, name)
     if name not in ACTIVATIONS:
         if sep:
-            raise ValueError(f"unknown activation {spec!r}; choose one of {sorted(ACTIVATIONS)}")
+            raise InvalidInput(f"unknown activation {spec!r}; choose one of {sorted(ACTIVATIONS)}")
         return _expression(spec.strip(), None)
     defaults = dict(ACTIVATIONS[name][1])
     if sep:
         if not defaults:
-            raise ValueError(f"activation {name!r} takes no parameter, got {spec!r}")
+            raise InvalidInput(f"activation {name!r} takes no parameter, got {spec!r}")
         try:
             number = float(value)
         except ValueError:
-            raise ValueError(f"activation parameter in {spec!r} is not a number") from None
+            raise InvalidInput(f"activation parameter in {spec!r} is not a number") from None
         (key,) = defaults
         defaults[key] = number
     return name, _check_params(name, defaults)
@@ -125,9 +127,9 @@ def parse_activation_spec(spec: Any) -> tuple[str, dict[str, float]]:
 def _check_params(name: str, params: dict[str, float]) -> dict[str, float]:
     for key, value in params.items():
         if not math.isfinite(value):
-            raise ValueError(f"activation {name!r}: parameter {key} must be finite, got {value}")
+            raise InvalidInput(f"activation {name!r}: parameter {key} must be finite, got {value}")
     if name == "elu" and params["alpha"] <= 0:
-        raise ValueError(f"alpha of elu must be positive, got {params['alpha']}")
+        raise InvalidInput(f"alpha of elu must be positive, got {params['alpha']}")
     return params
 
 
@@ -135,7 +137,7 @@ def _expression(text: str | None, theory_activation: Any) -> tuple[str, dict[str
     """Validate a sympy-expression activation through the theory registry and check that
     it evaluates in torch; return ``(expression, {})``."""
     if not text:
-        raise ValueError(f"activation {theory_activation!r} has neither a torch twin nor a name")
+        raise InvalidInput(f"activation {theory_activation!r} has neither a torch twin nor a name")
     _expression_fn(text)  # raises ValueError if the theory or torch cannot use it
     return text, {}
 
@@ -148,17 +150,17 @@ def _expression_fn(text: str) -> Callable[[Tensor], Tensor]:
 
     act = get_activation(text)  # ValueError naming the registered choices if unusable
     if act.sympy_expr is None:
-        raise ValueError(f"activation {text!r} has no symbolic form to build a torch twin from")
+        raise InvalidInput(f"activation {text!r} has no symbolic form to build a torch twin from")
     (symbol,) = act.sympy_expr.free_symbols
     try:
         fn = sympy.lambdify(symbol, act.sympy_expr, modules="torch")
         probe = fn(torch.linspace(-3.0, 3.0, 13, dtype=torch.float64))
     except Exception as exc:  # sympy/torch raise many types for unsupported functions
-        raise ValueError(
+        raise InvalidInput(
             f"activation expression {text!r} cannot be evaluated in torch ({type(exc).__name__})"
         ) from None
     if not isinstance(probe, Tensor) or probe.shape != (13,):
-        raise ValueError(f"activation expression {text!r} does not act elementwise in torch")
+        raise InvalidInput(f"activation expression {text!r} does not act elementwise in torch")
     return fn
 
 

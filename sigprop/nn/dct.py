@@ -63,6 +63,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair, _single
 
 from sigprop.nn.masked import MaskedMixin, as_generator, check_density
+from sigprop.validate import InvalidInput, positive_int
 
 __all__ = [
     "DCTPlusSparseConv1d",
@@ -207,8 +208,7 @@ def _twiddle(
 
 
 def _check_size(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    value = positive_int(value, name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -368,14 +368,14 @@ class _SparsePart(MaskedMixin):
         )
         generator = as_generator(generator)
         if kernel not in _KERNELS:
-            raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
+            raise InvalidInput(f"kernel must be one of {_KERNELS}, got {kernel!r}")
         if storage not in _STORAGES:
-            raise ValueError(f"storage must be one of {_STORAGES}, got {storage!r}")
+            raise InvalidInput(f"storage must be one of {_STORAGES}, got {storage!r}")
         if (
             not (isinstance(sparse_std, (int, float)) and math.isfinite(sparse_std))
             or sparse_std < 0
         ):
-            raise ValueError(f"sparse_std must be a finite number >= 0, got {sparse_std!r}")
+            raise InvalidInput(f"sparse_std must be a finite number >= 0, got {sparse_std!r}")
         self.kernel = kernel
         self.sparse_std = float(sparse_std)
         self.storage = "dense"
@@ -400,7 +400,7 @@ class _SparsePart(MaskedMixin):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "weight" and self.__dict__.get("storage") == "compact":
-            raise ValueError(
+            raise InvalidInput(
                 f"{type(self).__name__} has compact storage: `weight` is read-only (derived "
                 "from `values`); call to_dense_storage() first to assign a dense weight"
             )
@@ -451,7 +451,7 @@ class _SparsePart(MaskedMixin):
     @torch.no_grad()
     def set_mask(self, mask: Any) -> None:
         if self.storage == "compact":
-            raise ValueError(
+            raise InvalidInput(
                 f"{type(self).__name__} has compact storage, whose support is fixed; call "
                 "to_dense_storage() to re-mask it (and to_compact_storage() afterwards)"
             )
@@ -462,7 +462,7 @@ class _SparsePart(MaskedMixin):
         if self.storage == "compact":
             # Pruned entries are not stored, so only the finiteness check applies.
             if not torch.isfinite(self._parameters["values"]).all():
-                raise ValueError(
+                raise InvalidInput(
                     f"{type(self).__name__}: weight contains NaN or inf at kept positions"
                 )
             return
@@ -510,7 +510,7 @@ class _SparsePart(MaskedMixin):
             if self.storage == "compact" and not torch.equal(
                 pattern.flat_index, support.to(pattern.flat_index.device)
             ):
-                raise ValueError(
+                raise InvalidInput(
                     f"the weight_mask of a compact-storage {type(self).__name__} was changed "
                     "in place; its support is fixed (convert with to_dense_storage() to "
                     "re-mask)"
@@ -672,7 +672,7 @@ class DCTPlusSparseLinear(_SparsePart, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
-            raise ValueError(
+            raise InvalidInput(
                 f"input has {x.shape[-1]} features in its last dimension, expected {self.in_features}"
             )
         lead = x.shape[:-1]
@@ -731,7 +731,7 @@ class _DCTPlusSparseConvNd(_SparsePart, nn.Module):
                 _check_size(name, v)
         for v in self.padding:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
+                raise InvalidInput(f"padding must be a non-negative integer, got {padding!r}")
         self._setup_sparse(
             (out_channels, in_channels, *self.kernel_size),
             bias,
@@ -762,7 +762,7 @@ class _DCTPlusSparseConvNd(_SparsePart, nn.Module):
 
     def _as4d(self, x: Tensor) -> Tensor:
         if x.dim() != self._dims + 2 or x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise InvalidInput(
                 f"input must have shape (batch, {self.in_channels}, "
                 f"{', '.join(['*'] * self._dims)}), got {tuple(x.shape)}"
             )
@@ -777,7 +777,7 @@ class _DCTPlusSparseConvNd(_SparsePart, nn.Module):
         for i in range(2):
             size = (x4.shape[2 + i] + 2 * pd[i] - dl[i] * (ks[i] - 1) - 1) // st[i] + 1
             if size < 1:
-                raise ValueError(
+                raise InvalidInput(
                     f"input spatial size {tuple(x4.shape[2:])} is too small for the kernel"
                 )
             sizes.append(size)

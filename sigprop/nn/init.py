@@ -28,6 +28,7 @@ from torch import nn
 from sigprop.nn.activation import Activation
 from sigprop.nn.dct import _SparsePart
 from sigprop.nn.masked import MaskedMixin, as_generator
+from sigprop.validate import InvalidInput, positive_int
 
 __all__ = [
     "InitRecord",
@@ -116,20 +117,20 @@ def init_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def _check_sigma(name: str, value: Any, *, positive: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise InvalidInput(f"{name} must be a number, got {value!r}")
     value = float(value)
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         kind = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be finite and {kind} (a standard deviation), got {value}")
+        raise InvalidInput(f"{name} must be finite and {kind} (a standard deviation), got {value}")
     return value
 
 
 def _layers_or_raise(model: nn.Module) -> list[tuple[str, nn.Module]]:
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise InvalidInput(f"model must be a torch.nn.Module, got {type(model).__name__}")
     layers = init_layers(model)
     if not layers:
-        raise ValueError(
+        raise InvalidInput(
             "model has no linear or convolution layer to initialise (DCT-plus-sparse layers "
             "are never re-initialised: their scale is set by the DCT offset)"
         )
@@ -286,21 +287,21 @@ def rescale_(model: nn.Module, sigma_w: float | None = None) -> RescaleResult:
         if ref is None:
             record = getattr(module, "sigprop_init", None)
             if record is None:
-                raise ValueError(
+                raise InvalidInput(
                     f"rescale_: layer {name!r} has no recorded initialisation; pass sigma_w= "
                     "(the dense weight scale) or initialise with eoc_init_/gaussian_init_"
                 )
             ref = record.sigma_w
         results.append(_rescale_layer(name, module, ref))
     if not results:
-        raise ValueError("rescale_: model has no masked layer (MaskedLinear / MaskedConv*)")
+        raise InvalidInput("rescale_: model has no masked layer (MaskedLinear / MaskedConv*)")
     return RescaleResult(tuple(results))
 
 
 def _rescale_layer(name: str, module: nn.Module, sigma_w: float) -> LayerRescale:
     weight, mask = module.weight, module.weight_mask.to(module.weight.dtype)
     if not torch.isfinite(weight[mask != 0]).all():
-        raise ValueError(f"rescale_: layer {name!r}: kept weights contain NaN or inf")
+        raise InvalidInput(f"rescale_: layer {name!r}: kept weights contain NaN or inf")
     module.apply_mask_()  # pruned positions exactly zero (clears NaN stored there too)
     fan_in = weight[0].numel()
     n_unit = weight.shape[1]  # inputs per unit: in_features, or in_ch/groups
@@ -334,10 +335,8 @@ def stable_resnet_scale_(model: nn.Module, num_blocks: int | None = None) -> int
 
     blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
     if not blocks:
-        raise ValueError("stable_resnet_scale_: model has no ResidualBlock")
-    depth = len(blocks) if num_blocks is None else num_blocks
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"num_blocks must be a positive integer, got {num_blocks!r}")
+        raise InvalidInput("stable_resnet_scale_: model has no ResidualBlock")
+    depth = len(blocks) if num_blocks is None else positive_int(num_blocks, "num_blocks")
     for block in blocks:
         block.scale = 1.0 / math.sqrt(depth)
     return depth
@@ -353,7 +352,7 @@ def _model_activation(model: nn.Module) -> str:
     specs = {m.spec for m in model.modules() if isinstance(m, Activation)}
     if len(specs) != 1:
         found = sorted(specs) if specs else "none"
-        raise ValueError(
+        raise InvalidInput(
             "eoc_init_: pass activation= (the model's sigprop.nn.Activation modules give "
             f"{found}; exactly one is needed to infer it)"
         )

@@ -20,15 +20,16 @@ rescaling trick) is ``weight[0].numel()`` (``in_ch/groups · k_h · k_w`` for co
 from __future__ import annotations
 
 import math
-import numbers
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from sigprop.validate import InvalidInput
+from sigprop.validate import density as check_density
 
 __all__ = [
     "MaskedConv1d",
@@ -55,24 +56,9 @@ def as_generator(generator: torch.Generator | int | None) -> torch.Generator | N
         return generator
     if isinstance(generator, int) and not isinstance(generator, bool):
         return torch.Generator().manual_seed(generator)
-    raise ValueError(f"generator must be a torch.Generator, an int seed or None, got {generator!r}")
-
-
-def check_density(density: Any, name: str = "density") -> float:
-    """Validate a density (fraction of weights KEPT) and return it as a Python float.
-
-    The one scalar density check of the torch side (``sigprop.nn`` and ``sigprop.prune``):
-    any real number (Python or numpy int/float) except a bool, not NaN, in (0, 1].
-    Strings, bools, tensors and other objects raise ``ValueError`` naming ``name``.
-    """
-    if isinstance(density, bool | np.bool_) or not isinstance(density, numbers.Real):
-        raise ValueError(f"{name} must be a real number in (0, 1], got {density!r}")
-    value = float(density)
-    if not (0.0 < value <= 1.0):  # also rejects NaN
-        raise ValueError(
-            f"{name} must lie in (0, 1] (the fraction of weights kept), got {density!r}"
-        )
-    return value
+    raise InvalidInput(
+        f"generator must be a torch.Generator, an int seed or None, got {generator!r}"
+    )
 
 
 def random_mask(
@@ -112,25 +98,25 @@ def validate_mask(mask: Any, shape: torch.Size, *, name: str = "mask") -> Tensor
         try:
             mask = torch.as_tensor(mask)
         except (TypeError, RuntimeError, ValueError):
-            raise ValueError(f"{name} must be a tensor, got {type(mask).__name__}") from None
+            raise InvalidInput(f"{name} must be a tensor, got {type(mask).__name__}") from None
     if mask.is_complex():
-        raise ValueError(f"{name} has complex dtype {mask.dtype}; a mask is real 0/1")
+        raise InvalidInput(f"{name} has complex dtype {mask.dtype}; a mask is real 0/1")
     if (
         mask.dtype
         not in (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
         and not mask.is_floating_point()
     ):
-        raise ValueError(f"{name} has unsupported dtype {mask.dtype}")
+        raise InvalidInput(f"{name} has unsupported dtype {mask.dtype}")
     if tuple(mask.shape) != tuple(shape):
-        raise ValueError(f"{name} has shape {tuple(mask.shape)}, expected {tuple(shape)}")
+        raise InvalidInput(f"{name} has shape {tuple(mask.shape)}, expected {tuple(shape)}")
     if mask.is_floating_point():
         if torch.isnan(mask).any():
-            raise ValueError(f"{name} contains NaN")
+            raise InvalidInput(f"{name} contains NaN")
         if torch.isinf(mask).any():
-            raise ValueError(f"{name} contains inf")
+            raise InvalidInput(f"{name} contains inf")
     if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
         bad = mask[(mask != 0) & (mask != 1)].flatten()[0].item()
-        raise ValueError(f"{name} is not binary: it contains {bad!r} (only 0 and 1 allowed)")
+        raise InvalidInput(f"{name} is not binary: it contains {bad!r} (only 0 and 1 allowed)")
     return mask
 
 
@@ -207,7 +193,9 @@ class MaskedMixin:
         keep = self.weight_mask.to(torch.bool)
         self.weight.masked_fill_(~keep, 0.0)
         if not torch.isfinite(self.weight).all():
-            raise ValueError(f"{type(self).__name__}: weight contains NaN or inf at kept positions")
+            raise InvalidInput(
+                f"{type(self).__name__}: weight contains NaN or inf at kept positions"
+            )
 
     @torch.no_grad()
     def set_mask(self, mask: Any) -> None:
@@ -426,7 +414,7 @@ def _default_reset(module: nn.Module, generator: torch.Generator | None) -> None
 
 def _check_finite_weight(layer: nn.Module) -> None:
     if not torch.isfinite(layer.weight).all():
-        raise ValueError(f"{type(layer).__name__}: weight contains NaN or inf")
+        raise InvalidInput(f"{type(layer).__name__}: weight contains NaN or inf")
 
 
 def masked_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -453,13 +441,13 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     for key, module in masked_modules(model).items():
         weight = module._parameters.get("weight")
         if weight is None:
-            raise ValueError(
+            raise InvalidInput(
                 f"layer {key!r} has a weight_mask but no weight parameter (compact storage?); "
                 "its support cannot be re-pruned — call .to_dense_storage() on it first"
             )
         mask = module._buffers["weight_mask"]
         if mask.shape != weight.shape:
-            raise ValueError(
+            raise InvalidInput(
                 f"layer {key!r}: weight_mask has shape {tuple(mask.shape)}, "
                 f"weight has {tuple(weight.shape)}"
             )
@@ -471,7 +459,7 @@ def require_prunable(model: nn.Module) -> dict[str, nn.Module]:
     """:func:`prunable_layers`, raising ``ValueError`` when there is none."""
     layers = prunable_layers(model)
     if not layers:
-        raise ValueError(
+        raise InvalidInput(
             "model has no prunable layer (a module with a `weight` parameter and a "
             "`weight_mask` buffer); build it from sigprop.nn masked layers or call "
             "sigprop.prune.attach_masks(model) to make its nn.Linear/nn.Conv layers prunable"

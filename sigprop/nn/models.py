@@ -31,6 +31,7 @@ from sigprop.nn.masked import (
     as_generator,
     check_density,
 )
+from sigprop.validate import InvalidInput
 
 __all__ = [
     "LAYER_KINDS",
@@ -49,10 +50,10 @@ LAYER_KINDS = ("dense", "masked", "dct")
 
 def _check_layer(layer: Any, density: Any) -> float:
     if layer not in LAYER_KINDS:
-        raise ValueError(f"layer must be one of {LAYER_KINDS}, got {layer!r}")
+        raise InvalidInput(f"layer must be one of {LAYER_KINDS}, got {layer!r}")
     density = check_density(density)
     if layer == "dense" and density != 1.0:
-        raise ValueError(
+        raise InvalidInput(
             f"layer='dense' has no mask, so density must be 1.0 (got {density}); "
             "use layer='masked' or layer='dct'"
         )
@@ -61,7 +62,7 @@ def _check_layer(layer: Any, density: Any) -> float:
 
 def _check_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise InvalidInput(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
@@ -103,7 +104,7 @@ def make_conv(
     """One ``dims``-D (1 or 2) convolution of kind ``layer``."""
     density = _check_layer(layer, density)
     if dims not in (1, 2):
-        raise ValueError(f"dims must be 1 or 2, got {dims!r}")
+        raise InvalidInput(f"dims must be 1 or 2, got {dims!r}")
     gen = as_generator(generator)
     args = (in_channels, out_channels, kernel_size)
     kw = {"stride": stride, "padding": padding, "bias": bias}
@@ -171,7 +172,7 @@ def digits_convnet(
     ``[Conv2d(3×3, padding 1), φ] × len(channels)`` keeping the 8×8 resolution, then
     ``Flatten`` and a linear readout of ``channels[-1]·64`` features to ``num_classes``."""
     if not channels:
-        raise ValueError("channels must name at least one convolution width")
+        raise InvalidInput("channels must name at least one convolution width")
     for c in channels:
         _check_int("channels", c)
     _check_int("num_classes", num_classes)
@@ -211,7 +212,7 @@ def conv1d_net(
     kernel_size//2), φ] × len(channels)`` (each halves the length, rounding up), then
     ``Flatten`` and a linear readout to ``num_classes``."""
     if not channels:
-        raise ValueError("channels must name at least one convolution width")
+        raise InvalidInput("channels must name at least one convolution width")
     for c in channels:
         _check_int("channels", c)
     _check_int("kernel_size", kernel_size)
@@ -261,7 +262,7 @@ class ResidualBlock(nn.Module):
             or not isinstance(scale, (int, float))
             or not math.isfinite(scale)
         ):
-            raise ValueError(f"scale must be a finite number, got {scale!r}")
+            raise InvalidInput(f"scale must be a finite number, got {scale!r}")
         self.branch = branch
         self.scale = float(scale)
         self.shortcut = shortcut
@@ -308,7 +309,7 @@ def resnet(
     _check_int("out_features", out_features)
     _check_int("branch_depth", branch_depth)
     if kind not in ("mlp", "conv"):
-        raise ValueError(f"kind must be 'mlp' or 'conv', got {kind!r}")
+        raise InvalidInput(f"kind must be 'mlp' or 'conv', got {kind!r}")
     density = _check_layer(layer, density)
     gen = as_generator(generator)
     act = Activation(activation).spec

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 
 from torch import Tensor
 
+from sigprop.validate import InvalidInput
+
 __all__ = ["as_batches"]
 
 Batch = tuple[Tensor, Tensor | None]
@@ -35,7 +37,7 @@ class _Batches:
 def _read_batch(item, method: str, targets_required: bool, where: str) -> Batch:
     if isinstance(item, Tensor):
         if targets_required:
-            raise ValueError(
+            raise InvalidInput(
                 f"{method}: {where} is a bare tensor; every batch must be a pair (inputs, targets)"
             )
         return item, None
@@ -53,7 +55,7 @@ def _read_batch(item, method: str, targets_required: bool, where: str) -> Batch:
         and isinstance(item[0], Tensor)
     ):
         return item[0], None
-    raise ValueError(
+    raise InvalidInput(
         f"{method}: {where} must be a pair (inputs, targets) of tensors"
         + ("" if targets_required else " or a tensor of inputs")
         + f", got {type(item).__name__}"
@@ -62,7 +64,7 @@ def _read_batch(item, method: str, targets_required: bool, where: str) -> Batch:
 
 def _check_lengths(x: Tensor, y: Tensor, method: str) -> None:
     if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
-        raise ValueError(
+        raise InvalidInput(
             f"{method}: inputs and targets must have the same number of samples, got "
             f"shapes {tuple(x.shape)} and {tuple(y.shape)}"
         )
@@ -87,7 +89,7 @@ def as_batches(
     raises ``ValueError`` naming ``method``.
     """
     if data is None:
-        raise ValueError(
+        raise InvalidInput(
             f"{method} needs data: a batch (inputs, targets) or an iterable of such batches"
         )
     if isinstance(data, _Batches):
@@ -98,7 +100,7 @@ def as_batches(
     if isinstance(data, Tensor):
         return [_read_batch(data, method, targets_required, "data")]
     if isinstance(data, str | bytes) or not isinstance(data, Iterable):
-        raise ValueError(
+        raise InvalidInput(
             f"{method}: data must be a batch (inputs, targets) or an iterable of such "
             f"batches, got {type(data).__name__}"
         )

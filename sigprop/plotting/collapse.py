@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sigprop.validate import InvalidInput
+
 
 def plot_collapse(report, path: str | os.PathLike, *, log: bool = False, dpi: int = 150) -> Path:
     """Bar chart of direct and effective density per layer of a
@@ -24,7 +26,7 @@ def plot_collapse(report, path: str | os.PathLike, *, log: bool = False, dpi: in
 
     layers = list(report.layers)
     if not layers:
-        raise ValueError("the report has no layers to plot")
+        raise InvalidInput("the report has no layers to plot")
     names = [layer.name for layer in layers]
     direct = np.array([layer.density for layer in layers])
     has_effective = report.effective_sparsity is not None

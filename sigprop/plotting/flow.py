@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from sigprop.validate import InvalidInput
+
 __all__ = ["plot_layer_flow"]
 
 
@@ -29,7 +31,7 @@ def plot_layer_flow(
     names = tuple(prediction.names)
     for other, label in ((measurement, "measurement"), (gradient_flow, "gradient_flow")):
         if other is not None and tuple(other.names) != names:
-            raise ValueError(f"{label} is for different layers than the prediction")
+            raise InvalidInput(f"{label} is for different layers than the prediction")
     layers = np.arange(1, len(names) + 1)
     with style():
         fig, axes = figure(2, width=3.6, height=2.8)

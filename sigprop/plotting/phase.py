@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from sigprop.validate import InvalidInput
+
 
 def plot_phase_diagram(
     activation,
@@ -40,13 +42,13 @@ def plot_phase_diagram(
     act = get_activation(activation)
     grid = int(grid)
     if grid < 8 or grid > 2048:
-        raise ValueError(f"grid must be between 8 and 2048 points per axis, got {grid}")
+        raise InvalidInput(f"grid must be between 8 and 2048 points per axis, got {grid}")
     w2_min = sigma_w2_max / 16 if sigma_w2_min is None else float(sigma_w2_min)
     for name, v in (("sigma_w2_max", sigma_w2_max), ("sigma_b2_max", sigma_b2_max)):
         if not (np.isfinite(v) and v > 0):
-            raise ValueError(f"{name} must be a positive finite variance, got {v}")
+            raise InvalidInput(f"{name} must be a positive finite variance, got {v}")
     if not (0 < w2_min < sigma_w2_max):
-        raise ValueError(f"sigma_w2_min must lie in (0, sigma_w2_max), got {w2_min}")
+        raise InvalidInput(f"sigma_w2_min must lie in (0, sigma_w2_max), got {w2_min}")
     w2 = np.linspace(w2_min, sigma_w2_max, grid)
     b2 = np.linspace(0.0, sigma_b2_max, grid)
     pd = phase_diagram(act, np.sqrt(w2), np.sqrt(b2))

@@ -11,6 +11,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from sigprop.validate import InvalidInput
+
 #: Colours of the network variants compared throughout the demo (colour-blind safe, Okabe-Ito).
 VARIANT_COLORS = {
     "dense": "#000000",
@@ -120,6 +122,6 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> 
     for row in rows:
         cells = [cell(c) for c in row]
         if len(cells) != len(headers):
-            raise ValueError(f"row has {len(cells)} cells, the table {len(headers)} columns")
+            raise InvalidInput(f"row has {len(cells)} cells, the table {len(headers)} columns")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from sigprop.validate import InvalidInput
+
 __all__ = ["plot_jacobian_spectrum"]
 
 
@@ -43,9 +45,11 @@ def plot_jacobian_spectrum(
     from sigprop.plotting.report import figure, save, style
 
     if spectrum.method == "lanczos":
-        raise ValueError("a Lanczos spectrum has only the top singular values; use method='exact'")
+        raise InvalidInput(
+            "a Lanczos spectrum has only the top singular values; use method='exact'"
+        )
     if bins < 1:
-        raise ValueError(f"bins must be ≥ 1, got {bins}")
+        raise InvalidInput(f"bins must be ≥ 1, got {bins}")
     raw = np.asarray(spectrum.squared)
     values = raw.astype(np.float64).ravel()
     zeros = values <= resolution_floor(raw, zero_tol, dtype=spectrum.dtype)

@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from sigprop.validate import InvalidInput
+
 __all__ = ["plot_accuracy_vs_density", "plot_learning_curves", "plot_recorder"]
 
 
@@ -20,7 +22,7 @@ def _as_dict(result) -> dict:
     to_dict = getattr(result, "to_dict", None)
     if callable(to_dict):
         return to_dict()
-    raise ValueError(f"expected a TrainResult or its to_dict(), got {type(result).__name__}")
+    raise InvalidInput(f"expected a TrainResult or its to_dict(), got {type(result).__name__}")
 
 
 def _series(values) -> list[float]:
@@ -46,11 +48,11 @@ def plot_learning_curves(
         results = [results]
     runs = [_as_dict(r) for r in results]
     if not runs:
-        raise ValueError("no training results to plot")
+        raise InvalidInput("no training results to plot")
     if labels is None:
         labels = [f"run {i}" for i in range(len(runs))] if len(runs) > 1 else [""]
     if len(labels) != len(runs):
-        raise ValueError(f"{len(labels)} labels for {len(runs)} results")
+        raise InvalidInput(f"{len(labels)} labels for {len(runs)} results")
     has_acc = any(r["test_accuracy"] for r in runs)
 
     from sigprop.plotting.report import figure, save, style
@@ -101,10 +103,10 @@ def plot_recorder(
     run = _as_dict(result)
     recs = run.get("recorders") or {}
     if recorder not in recs:
-        raise ValueError(f"no recorder {recorder!r} in the result (have {sorted(recs)})")
+        raise InvalidInput(f"no recorder {recorder!r} in the result (have {sorted(recs)})")
     data = recs[recorder]
     if "values" not in data or "steps" not in data:
-        raise ValueError(f"recorder {recorder!r} has no per-layer series to plot")
+        raise InvalidInput(f"recorder {recorder!r} has no per-layer series to plot")
     steps = list(data["steps"])
     x = [s / run["steps_per_epoch"] for s in steps] if per_epoch else steps
 
@@ -170,7 +172,7 @@ def plot_accuracy_vs_density(
             continue
         points.setdefault(str(params[group]), {}).setdefault(float(xv), []).append(float(yv))
     if not points:
-        raise ValueError(
+        raise InvalidInput(
             f"no ok rows with parameter {group!r}, x {x!r} and result {metric!r} to plot"
             + (f" where {where}" if where else "")
         )

@@ -52,6 +52,7 @@ from sigprop.prune.scores import (
     snip_scores,
     synflow_scores,
 )
+from sigprop.validate import InvalidInput
 
 __all__ = [
     "DSR",
@@ -128,7 +129,7 @@ class PruneResult:
 def _check_finite_parameters(model: nn.Module) -> None:
     for name, p in model.named_parameters():
         if not _all_finite(p):
-            raise ValueError(f"parameter {name!r} contains NaN or inf")
+            raise InvalidInput(f"parameter {name!r} contains NaN or inf")
 
 
 def _check_informative(scores, masks, dense, method: str) -> None:
@@ -145,7 +146,7 @@ def _check_informative(scores, masks, dense, method: str) -> None:
         if vals.numel():
             lo, hi = min(lo, float(vals.min())), max(hi, float(vals.max()))
     if lo == hi:
-        raise ValueError(
+        raise InvalidInput(
             f"{method} scores are all equal ({lo}) over the unpruned weights, so they cannot "
             "rank them (zero weights, e.g. the zero-initialised sparse part of a "
             "DCT-plus-sparse layer?); use 'random' or initialise the weights first"
@@ -211,14 +212,14 @@ def prune_at_init(
     PruneResult
     """
     if method not in METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
+        raise InvalidInput(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
     density = check_density(density)
     _check_finite_parameters(model)
     require_prunable(model)
 
     if method in _TRAINED:
         if rounds not in (None, 0, 1) or min_per_layer or tuple(dense_layers):
-            raise ValueError(
+            raise InvalidInput(
                 f"{method} does not take rounds, min_per_layer or dense_layers options"
             )
         if method != "dissipating":
@@ -238,13 +239,13 @@ def prune_at_init(
     masks = current_masks(model)
     dense = set(dense_layers)
     if dense - set(masks):
-        raise ValueError(f"dense_layers {sorted(dense - set(masks))} are not prunable layers")
+        raise InvalidInput(f"dense_layers {sorted(dense - set(masks))} are not prunable layers")
     pruned = [n for n in masks if n not in dense]
     if not pruned:
-        raise ValueError("every prunable layer is in dense_layers; nothing to prune")
+        raise InvalidInput("every prunable layer is in dense_layers; nothing to prune")
     start = sum(int(masks[n].sum()) for n in pruned) / sum(masks[n].numel() for n in pruned)
     if density > start:
-        raise ValueError(
+        raise InvalidInput(
             f"density {density} is above the model's current density {start:.6g} over the "
             "pruned layers (pruning never revives a weight)"
         )

@@ -41,6 +41,7 @@ from sigprop.prune.masks import (
     kept_count,
     select,
 )
+from sigprop.validate import InvalidInput, positive_int
 
 __all__ = ["dissipating_masks", "kstarts_dissipating_masks", "relative_movement"]
 
@@ -117,12 +118,11 @@ def dissipating_masks(
     ``model`` is not modified.
     """
     density = check_density(density)
-    if int(epochs) != epochs or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    epochs = positive_int(epochs, "epochs")
     if not (0.0 <= fraction) or math.isnan(fraction):
-        raise ValueError(f"fraction must be a non-negative number, got {fraction!r}")
+        raise InvalidInput(f"fraction must be a non-negative number, got {fraction!r}")
     if scope not in ("global", "layer"):
-        raise ValueError(f"unknown scope {scope!r}; choose one of global, layer")
+        raise InvalidInput(f"unknown scope {scope!r}; choose one of global, layer")
     data = as_batches(data, method="dissipating")
     work = copy.deepcopy(model)
     layers = require_prunable(work)
@@ -133,16 +133,16 @@ def dissipating_masks(
         targets: dict[str, int] | int = kept_count(density, total)
         avail = sum(int(m.sum()) for m in current.values())
         if targets == 0:
-            raise ValueError(f"density {density} keeps no weight out of {total}")
+            raise InvalidInput(f"density {density} keeps no weight out of {total}")
         if targets > avail:
-            raise ValueError(
+            raise InvalidInput(
                 f"density {density} keeps {targets} weights but only {avail} are unpruned"
             )
     else:
         targets = {n: kept_count(density, m.numel()) for n, m in current.items()}
         for n, t in targets.items():
             if t > int(current[n].sum()):
-                raise ValueError(f"layer {n!r}: density {density} keeps more than are unpruned")
+                raise InvalidInput(f"layer {n!r}: density {density} keeps more than are unpruned")
     movement = {n: torch.zeros(w.shape, dtype=torch.float64) for n, w in w0.items()}
     removed: list[int] = []
 
@@ -208,7 +208,7 @@ def kstarts_dissipating_masks(
     mid = math.sqrt(density) if intermediate_density is None else intermediate_density
     mid = check_density(mid, "intermediate_density")
     if mid < density:
-        raise ValueError(f"intermediate_density {mid} is below the target density {density}")
+        raise InvalidInput(f"intermediate_density {mid} is below the target density {density}")
     data = as_batches(data, method="kstarts+dissipating")
     first, info_k = kstarts_masks(
         model,

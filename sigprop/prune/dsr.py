@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from sigprop.nn.masked import require_prunable
+from sigprop.validate import InvalidInput, positive_int
 
 __all__ = ["DSR", "DSRRecord", "dsr_dense_layers"]
 
@@ -148,36 +149,32 @@ class DSR:
         optimizer: torch.optim.Optimizer | None = None,
         generator: torch.Generator | None = None,
     ):
-        if int(prune_interval) != prune_interval or prune_interval < 1:
-            raise ValueError(f"prune_interval must be a positive integer, got {prune_interval!r}")
+        prune_interval = positive_int(prune_interval, "prune_interval")
         if not (initial_threshold > 0) or not math.isfinite(initial_threshold):
-            raise ValueError(f"initial_threshold must be positive, got {initial_threshold!r}")
+            raise InvalidInput(f"initial_threshold must be positive, got {initial_threshold!r}")
         layers = require_prunable(model)
         dense = list(dense_layers)
         unknown = [n for n in dense if n not in layers]
         if unknown:
-            raise ValueError(f"dense_layers {unknown} are not prunable layers of the model")
+            raise InvalidInput(f"dense_layers {unknown} are not prunable layers of the model")
         self.layers = {n: m for n, m in layers.items() if n not in dense}
         if not self.layers:
-            raise ValueError("every prunable layer is marked dense; DSR has nothing to do")
+            raise InvalidInput("every prunable layer is marked dense; DSR has nothing to do")
         self.dense_layers = tuple(dense)
         kept = self.total_kept
         if (target_prune_count is None) == (target_prune_fraction is None):
-            raise ValueError("give exactly one of target_prune_count and target_prune_fraction")
+            raise InvalidInput("give exactly one of target_prune_count and target_prune_fraction")
         if target_prune_count is not None:
-            if int(target_prune_count) != target_prune_count or target_prune_count < 1:
-                raise ValueError(
-                    f"target_prune_count must be a positive integer, got {target_prune_count!r}"
-                )
+            target_prune_count = positive_int(target_prune_count, "target_prune_count")
             self.target = int(target_prune_count)
         else:
             if not (0.0 < target_prune_fraction < 1.0):
-                raise ValueError(
+                raise InvalidInput(
                     f"target_prune_fraction must lie in (0, 1), got {target_prune_fraction!r}"
                 )
             self.target = max(1, int(round(target_prune_fraction * kept)))
         if self.target >= kept:
-            raise ValueError(
+            raise InvalidInput(
                 f"target prune count {self.target} is not below the {kept} kept weights"
             )
         self.prune_interval = int(prune_interval)
@@ -226,7 +223,7 @@ class DSR:
             mask = m.weight_mask.reshape(-1)
             kept = mask != 0
             if not bool(torch.isfinite(w[kept]).all()):
-                raise ValueError(f"weight {n!r} contains NaN or inf")
+                raise InvalidInput(f"weight {n!r} contains NaN or inf")
             drop = kept & (w.abs() < h)
             n_kept = int(kept.sum())
             if n_kept > 0 and int(drop.sum()) == n_kept:  # never empty a layer

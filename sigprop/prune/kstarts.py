@@ -36,6 +36,7 @@ from sigprop.nn.masked import masked_step_, require_prunable
 from sigprop.nn.utils import as_batches
 from sigprop.prune.masks import apply, current_masks, select
 from sigprop.prune.scores import _check_batch, random_scores
+from sigprop.validate import InvalidInput, positive_int
 
 __all__ = ["FITNESSES", "kstarts_masks", "short_train"]
 
@@ -64,14 +65,13 @@ def short_train(
     re-applied so pruned weights stay exactly zero. ``on_epoch_end(model, epoch)`` is called
     after every epoch (``epoch`` counts from 1). The model is left in train mode.
     """
-    if int(epochs) != epochs or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    epochs = positive_int(epochs, "epochs")
     if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
+        raise InvalidInput(f"lr must be positive, got {lr!r}")
     loss_fn = F.cross_entropy if loss_fn is None else loss_fn
     data = as_batches(data, method="short training")
     if epochs > 1 and getattr(data, "one_shot", False):
-        raise ValueError("data must be re-iterable (a list or a DataLoader), got an iterator")
+        raise InvalidInput("data must be re-iterable (a list or a DataLoader), got an iterator")
     layers = require_prunable(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
@@ -89,7 +89,7 @@ def short_train(
             )
             n_steps += 1
         if n_steps == 0:
-            raise ValueError("data holds no batch")
+            raise InvalidInput("data holds no batch")
         if on_epoch_end is not None:
             on_epoch_end(model, epoch)
 
@@ -123,10 +123,9 @@ def kstarts_masks(
     a JSON-able dict with ``fitness`` (per candidate, the criterion used), ``magnitude`` and
     ``gradient`` (per candidate) and ``chosen`` (its index). ``model`` is not modified.
     """
-    if int(k) != k or k < 1:
-        raise ValueError(f"k (number of random starts) must be a positive integer, got {k!r}")
+    k = positive_int(k, "k (number of random starts)")
     if fitness not in FITNESSES:
-        raise ValueError(f"unknown fitness {fitness!r}; choose one of {', '.join(FITNESSES)}")
+        raise InvalidInput(f"unknown fitness {fitness!r}; choose one of {', '.join(FITNESSES)}")
     data = as_batches(data, method="kstarts")
     current = current_masks(model)
     candidates, magnitudes, gradients = [], [], []

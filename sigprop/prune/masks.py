@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from sigprop.nn.masked import check_density, prunable_layers, reapply_mask_, require_prunable
+from sigprop.validate import InvalidInput, positive_int
 
 __all__ = [
     "DensityReport",
@@ -69,17 +70,17 @@ def validate_mask(mask: torch.Tensor, shape: torch.Size | tuple, name: str) -> t
     contains NaN, or holds values other than 0/1.
     """
     if not isinstance(mask, torch.Tensor):
-        raise ValueError(f"mask for {name!r} must be a torch.Tensor, got {type(mask).__name__}")
+        raise InvalidInput(f"mask for {name!r} must be a torch.Tensor, got {type(mask).__name__}")
     if tuple(mask.shape) != tuple(shape):
-        raise ValueError(
+        raise InvalidInput(
             f"mask for {name!r} has shape {tuple(mask.shape)}, the weight has {tuple(shape)}"
         )
     if mask.dtype == torch.bool:
         return mask
     if mask.is_floating_point() and torch.isnan(mask).any():
-        raise ValueError(f"mask for {name!r} contains NaN")
+        raise InvalidInput(f"mask for {name!r} contains NaN")
     if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
-        raise ValueError(f"mask for {name!r} is not binary (values other than 0 and 1)")
+        raise InvalidInput(f"mask for {name!r} is not binary (values other than 0 and 1)")
     return mask != 0
 
 
@@ -99,17 +100,17 @@ def _all_finite(t: torch.Tensor) -> bool:
 
 def _check_scores(scores: Mapping[str, torch.Tensor]) -> None:
     if not isinstance(scores, Mapping) or len(scores) == 0:
-        raise ValueError("scores must be a non-empty mapping {parameter name: score tensor}")
+        raise InvalidInput("scores must be a non-empty mapping {parameter name: score tensor}")
     for name, s in scores.items():
         if not isinstance(s, torch.Tensor):
-            raise ValueError(f"scores for {name!r} must be a tensor, got {type(s).__name__}")
+            raise InvalidInput(f"scores for {name!r} must be a tensor, got {type(s).__name__}")
         if s.is_complex() or s.dtype == torch.bool:
-            raise ValueError(f"scores for {name!r} must be real numbers, got dtype {s.dtype}")
+            raise InvalidInput(f"scores for {name!r} must be real numbers, got dtype {s.dtype}")
         if s.numel() == 0:
-            raise ValueError(f"scores for {name!r} are empty")
+            raise InvalidInput(f"scores for {name!r} are empty")
         if not _all_finite(s):
             bad = "NaN" if torch.isnan(s).any() else "inf"
-            raise ValueError(f"scores for {name!r} contain {bad}")
+            raise InvalidInput(f"scores for {name!r} contain {bad}")
 
 
 # --------------------------------------------------------------------------- prunable layers
@@ -175,7 +176,7 @@ def attach_masks(
         if not isinstance(module, layer_types):
             continue
         if "weight_orig" in module._parameters:
-            raise ValueError(
+            raise InvalidInput(
                 f"layer {mod_name!r} is pruned with torch.nn.utils.prune; import it with "
                 "sigprop.prune.convert_from_torch_prune instead"
             )
@@ -316,16 +317,16 @@ def select(
     _check_scores(scores)
     density = check_density(density)
     if scope not in _SCOPES:
-        raise ValueError(f"unknown scope {scope!r}; choose one of {', '.join(_SCOPES)}")
+        raise InvalidInput(f"unknown scope {scope!r}; choose one of {', '.join(_SCOPES)}")
     if int(min_per_layer) != min_per_layer or min_per_layer < 0:
-        raise ValueError(f"min_per_layer must be a non-negative integer, got {min_per_layer!r}")
+        raise InvalidInput(f"min_per_layer must be a non-negative integer, got {min_per_layer!r}")
     dense = set(dense)
     unknown = dense - set(scores)
     if unknown:
-        raise ValueError(f"dense layers {sorted(unknown)} are not among the scored layers")
+        raise InvalidInput(f"dense layers {sorted(unknown)} are not among the scored layers")
     names = [n for n in scores if n not in dense]
     if not names:
-        raise ValueError("every scored layer is marked dense; nothing to prune")
+        raise InvalidInput("every scored layer is marked dense; nothing to prune")
 
     eligible: dict[str, torch.Tensor | None] = {}
     counts: dict[str, int] = {}
@@ -350,7 +351,7 @@ def select(
             k = kept_count(density, scores[n].numel())
             k = max(k, min(int(min_per_layer), n_eligible(n)))
             if k > n_eligible(n):
-                raise ValueError(
+                raise InvalidInput(
                     f"layer {n!r}: density {density} keeps {k} weights but only "
                     f"{n_eligible(n)} are unpruned (pruning never revives a weight)"
                 )
@@ -359,10 +360,10 @@ def select(
         total = sum(scores[n].numel() for n in names)
         k = kept_count(density, total)
         if k == 0:
-            raise ValueError(f"density {density} keeps no weight out of {total}")
+            raise InvalidInput(f"density {density} keeps no weight out of {total}")
         avail = sum(n_eligible(n) for n in names)
         if k > avail:
-            raise ValueError(
+            raise InvalidInput(
                 f"density {density} keeps {k} weights but only {avail} are unpruned "
                 "(pruning never revives a weight)"
             )
@@ -375,7 +376,7 @@ def select(
                 reserved.append(_topk_masks([flat], r, [e])[0])
             n_reserved = sum(int(r.sum()) for r in reserved)
             if n_reserved > k:
-                raise ValueError(
+                raise InvalidInput(
                     f"min_per_layer={min_per_layer} reserves {n_reserved} weights, more than "
                     f"the {k} kept at density {density}"
                 )
@@ -410,9 +411,8 @@ def schedule(
     density = check_density(density)
     start = check_density(start, "start")
     if density > start:
-        raise ValueError(f"density {density} is above the starting density {start}")
-    if int(rounds) != rounds or rounds < 1:
-        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
+        raise InvalidInput(f"density {density} is above the starting density {start}")
+    rounds = positive_int(rounds, "rounds")
     rounds = int(rounds)
     ks = range(1, rounds + 1)
     if kind == "exponential":
@@ -420,7 +420,7 @@ def schedule(
     elif kind == "linear":
         out = [start - (start - density) * k / rounds for k in ks]
     else:
-        raise ValueError(f"unknown schedule {kind!r}; choose one of {', '.join(_SCHEDULES)}")
+        raise InvalidInput(f"unknown schedule {kind!r}; choose one of {', '.join(_SCHEDULES)}")
     out[-1] = density
     return out
 
@@ -437,7 +437,7 @@ def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     checked = {}
     for name, mask in masks.items():
         if name not in layers:
-            raise ValueError(
+            raise InvalidInput(
                 f"{name!r} is not a prunable weight of this model; prunable: {', '.join(layers)}"
             )
         checked[name] = validate_mask(mask, layers[name].weight.shape, name)
@@ -517,7 +517,7 @@ def _state_dict_of(src) -> Mapping[str, torch.Tensor]:
         return src.state_dict()
     if isinstance(src, Mapping):
         return src
-    raise ValueError(
+    raise InvalidInput(
         f"expected an nn.Module or a state dict (mapping of tensors), got {type(src).__name__}"
     )
 
@@ -543,7 +543,7 @@ def from_torch_prune(src) -> dict[str, torch.Tensor]:
             continue
         out[name] = validate_mask(value, param.shape, name)
     if not out:
-        raise ValueError("no `<name>_mask` entries found: this is not a masked model/state dict")
+        raise InvalidInput("no `<name>_mask` entries found: this is not a masked model/state dict")
     return out
 
 

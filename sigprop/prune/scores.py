@@ -32,6 +32,7 @@ from sigprop.nn.activation import is_elementwise
 from sigprop.nn.masked import as_generator, require_prunable
 from sigprop.nn.utils import as_batches
 from sigprop.prune.masks import _all_finite, _computes_masked, apply, validate_mask
+from sigprop.validate import InvalidInput, positive_int
 
 __all__ = [
     "SCORERS",
@@ -56,7 +57,7 @@ def _check_batch(batch, method: str) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch from :func:`~sigprop.nn.utils.as_batches` with finite inputs."""
     x, y = batch
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{method}: the inputs contain NaN or inf")
+        raise InvalidInput(f"{method}: the inputs contain NaN or inf")
     return x, y
 
 
@@ -80,12 +81,11 @@ def samples_per_class(
     batch is always reproducible (never torch's global generator). For class ``c`` in order,
     ``torch.randperm(n_c, generator=generator)[:k]`` picks among its examples (in data order).
     """
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"k (samples per class) must be a positive integer, got {k!r}")
+    k = positive_int(k, "k (samples per class)")
     if targets.dim() != 1 or targets.shape[0] != inputs.shape[0]:
-        raise ValueError("targets must be a 1-D tensor with one label per input")
+        raise InvalidInput("targets must be a 1-D tensor with one label per input")
     if targets.is_floating_point():
-        raise ValueError("targets must be integer class labels")
+        raise InvalidInput("targets must be integer class labels")
     gen = as_generator(0 if generator is None else generator)
     labels = targets.detach().cpu()
     n_classes = int(labels.max()) + 1 if num_classes is None else int(num_classes)
@@ -93,7 +93,7 @@ def samples_per_class(
     for c in range(n_classes):
         idx = torch.nonzero(labels == c).squeeze(1)
         if idx.numel() < k:
-            raise ValueError(f"class {c} has {idx.numel()} examples, fewer than k={k}")
+            raise InvalidInput(f"class {c} has {idx.numel()} examples, fewer than k={k}")
         chosen.append(idx[torch.randperm(idx.numel(), generator=gen)[: int(k)]])
     index = torch.cat(chosen)
     return inputs[index.to(inputs.device)], targets[index.to(targets.device)]
@@ -106,7 +106,7 @@ def _weights_and_masks(model: nn.Module):
     masks = [layers[n].weight_mask.to(layers[n].weight.dtype) for n in names]
     for n, w in zip(names, weights):
         if not _all_finite(w):
-            raise ValueError(f"weight {n!r} contains NaN or inf")
+            raise InvalidInput(f"weight {n!r} contains NaN or inf")
     return names, weights, masks
 
 
@@ -160,7 +160,7 @@ def _normalise_(raw: list[torch.Tensor], masks, what: str, eps: float | None = N
     else:
         norm = total
         if not norm > 0 or not math.isfinite(norm):
-            raise ValueError(
+            raise InvalidInput(
                 f"{what} scores cannot be normalised (Σ = {norm}): the loss does not depend "
                 "on any kept weight"
             )
@@ -212,7 +212,7 @@ def snip_scores(model: nn.Module, data, *, loss_fn: LossFn | None = None) -> Sco
             for t, g in zip(total, grads):
                 t.add_(g)
     if total is None:
-        raise ValueError("snip: data holds no batch")
+        raise InvalidInput("snip: data holds no batch")
     raw = [g.mul_(w.detach()).abs_() for g, w in zip(total, weights)]
     return dict(zip(names, _normalise_(raw, masks, "SNIP")))
 
@@ -240,13 +240,13 @@ def grasp_scores(
     layers are *not* re-initialised with Xavier as in the official code (a quirk of theirs).
     """
     if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature!r}")
+        raise InvalidInput(f"temperature must be positive, got {temperature!r}")
     loss_fn = F.cross_entropy if loss_fn is None else loss_fn
     names, weights, masks = _weights_and_masks(model)
     data = as_batches(data, method="grasp")
     checked = [_check_batch(b, "grasp") for b in data]
     if not checked:
-        raise ValueError("grasp: data holds no batch")
+        raise InvalidInput("grasp: data holds no batch")
 
     def loss_of(x, y):
         return loss_fn(model(x) / temperature, y)
@@ -369,12 +369,12 @@ class SynFlowSession:
         try:
             out = self.model(self.input)
         except RuntimeError as exc:
-            raise ValueError(
+            raise InvalidInput(
                 f"SynFlow could not run the model on an input of ones of shape "
                 f"{tuple(self.input.shape)} ({exc}); pass input_shape=(...) without the batch"
             ) from None
         if not isinstance(out, torch.Tensor):
-            raise ValueError("SynFlow needs a model whose output is a single tensor")
+            raise InvalidInput("SynFlow needs a model whose output is a single tensor")
         return out.sum()
 
     def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
@@ -391,7 +391,7 @@ class SynFlowSession:
             for name, mask in masks.items():
                 layer = self.layers.get(name)
                 if layer is None:
-                    raise ValueError(f"{name!r} is not a prunable weight of the SynFlow copy")
+                    raise InvalidInput(f"{name!r} is not a prunable weight of the SynFlow copy")
                 keep = validate_mask(mask, layer.weight.shape, name)
                 layer.weight_mask.copy_(keep)
                 if not _computes_masked(layer):
@@ -416,7 +416,7 @@ class SynFlowSession:
             if self._auto and self.dtype != torch.float64:
                 self._to(torch.float64)
                 continue
-            raise ValueError(
+            raise InvalidInput(
                 f"SynFlow objective R = {value} is not finite in {self.dtype}; the network "
                 "is too deep for this precision"
             )
@@ -439,18 +439,18 @@ def _synflow_input_shape(model, data, input_shape) -> tuple[int, ...]:
     if input_shape is not None:
         shape = tuple(int(s) for s in input_shape)
         if not shape or any(s < 1 for s in shape):
-            raise ValueError(
+            raise InvalidInput(
                 f"input_shape must be positive sizes without the batch, got {input_shape!r}"
             )
         return shape
     if data is not None:
         for batch in as_batches(data, method="synflow"):
             return tuple(batch[0].shape[1:])
-        raise ValueError("synflow: data holds no batch to read the input shape from")
+        raise InvalidInput("synflow: data holds no batch to read the input shape from")
     first = next(iter(require_prunable(model).values()))
     if first.weight.dim() == 2:
         return (first.weight.shape[1],)
-    raise ValueError(
+    raise InvalidInput(
         "SynFlow is data-free but needs the input shape: pass input_shape=(C, H, W) (without "
         "the batch) or data, for a model whose first prunable layer is not linear"
     )
@@ -528,7 +528,7 @@ def get_scorer(name: str) -> ScoreMethod:
     try:
         return SCORERS[name]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise InvalidInput(
             f"unknown scoring method {name!r}; choose one of {', '.join(SCORERS)}"
         ) from None
 

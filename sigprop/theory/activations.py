@@ -30,6 +30,7 @@ import numpy as np
 from scipy import special
 
 from sigprop._json import to_jsonable
+from sigprop.validate import InvalidInput
 
 __all__ = ["Activation", "get_activation", "registered_names", "SELU_ALPHA", "SELU_LAMBDA"]
 
@@ -115,7 +116,7 @@ class Activation:
         if self.kind == "linear":
             return 1.0
         if self.kind != "relu":
-            raise ValueError(f"activation {self.name!r} is not in the ReLU family")
+            raise InvalidInput(f"activation {self.name!r} is not in the ReLU family")
         return float(self.params.get("alpha", 0.0))
 
     @classmethod
@@ -136,7 +137,7 @@ class Activation:
         """
         for label, fn in (("phi", phi), ("dphi", dphi), ("d2phi", d2phi)):
             if fn is not None and not callable(fn):
-                raise ValueError(f"{label} must be callable, got {type(fn).__name__}")
+                raise InvalidInput(f"{label} must be callable, got {type(fn).__name__}")
         probe = np.linspace(-2.0, 2.0, 5)
         for label, fn in (("phi", phi), ("dphi", dphi), ("d2phi", d2phi)):
             if fn is None:
@@ -144,7 +145,7 @@ class Activation:
             with np.errstate(all="ignore"):
                 out = np.asarray(fn(probe), dtype=float)
             if out.shape != probe.shape or not np.all(np.isfinite(out)):
-                raise ValueError(
+                raise InvalidInput(
                     f"{label} of activation {name!r} must map a float64 array to finite "
                     f"values of the same shape"
                 )
@@ -182,7 +183,7 @@ def _vectorise(fn: Callable) -> _ArrayFn:
 def _check_kinks(kinks) -> tuple[float, ...]:
     out = tuple(sorted(float(k) for k in kinks))
     if not all(math.isfinite(k) for k in out):
-        raise ValueError(f"kinks must be finite numbers, got {kinks!r}")
+        raise InvalidInput(f"kinks must be finite numbers, got {kinks!r}")
     return out
 
 
@@ -464,7 +465,7 @@ def get_activation(spec: str | Activation) -> Activation:
     if isinstance(spec, Activation):
         return spec
     if not isinstance(spec, str):
-        raise ValueError(
+        raise InvalidInput(
             f"activation must be a name, a sympy expression string or an Activation, "
             f"got {type(spec).__name__}"
         )
@@ -474,28 +475,28 @@ def get_activation(spec: str | Activation) -> Activation:
 @functools.lru_cache(maxsize=128)
 def _get_cached(spec: str) -> Activation:
     if not spec:
-        raise ValueError("empty activation name")
+        raise InvalidInput("empty activation name")
     head, sep, tail = spec.partition(":")
     key = _ALIASES.get(head.strip().lower(), head.strip().lower())
     if key in _FACTORIES:
         factory, pname, default = _FACTORIES[key]
         if sep:
             if pname is None:
-                raise ValueError(f"activation {key!r} takes no parameter, got {spec!r}")
+                raise InvalidInput(f"activation {key!r} takes no parameter, got {spec!r}")
             try:
                 value = float(tail)
             except ValueError:
-                raise ValueError(
+                raise InvalidInput(
                     f"bad {pname} for activation {key!r}: {tail!r} is not a number"
                 ) from None
             if not math.isfinite(value):
-                raise ValueError(f"{pname} of activation {key!r} must be finite, got {value}")
+                raise InvalidInput(f"{pname} of activation {key!r} must be finite, got {value}")
             if key == "elu" and value <= 0:
-                raise ValueError(f"alpha of elu must be positive, got {value}")
+                raise InvalidInput(f"alpha of elu must be positive, got {value}")
             return factory(value)
         return factory(default)
     if sep:
-        raise ValueError(f"unknown activation {head!r}; choose one of {', '.join(_FACTORIES)}")
+        raise InvalidInput(f"unknown activation {head!r}; choose one of {', '.join(_FACTORIES)}")
     return _from_expression(spec)
 
 
@@ -509,7 +510,7 @@ def _from_expression(text: str) -> Activation:
     sympy, _X = _sym()
     names = ", ".join(_FACTORIES)
     if not all(ch.isalnum() or ch in " _+-*/().,^" for ch in text):
-        raise ValueError(
+        raise InvalidInput(
             f"unknown activation {text!r}: not a registered name ({names}) "
             "and not an expression in x"
         )
@@ -522,18 +523,18 @@ def _from_expression(text: str) -> Activation:
             evaluate=True,
         )
     except Exception as exc:  # sympy raises many types on malformed input
-        raise ValueError(
+        raise InvalidInput(
             f"unknown activation {text!r}: not a registered name ({names}) and not a "
             f"valid sympy expression in x ({type(exc).__name__})"
         ) from None
     if not isinstance(expr, sympy.Expr) or expr.free_symbols - {_X}:
         extra = sorted(str(s) for s in getattr(expr, "free_symbols", set()) - {_X})
-        raise ValueError(
+        raise InvalidInput(
             f"unknown activation {text!r}: not a registered name ({names}); as an "
             f"expression it must depend on x only (found {', '.join(extra) or 'no x'})"
         )
     if _X not in expr.free_symbols:
-        raise ValueError(f"activation expression {text!r} does not depend on x")
+        raise InvalidInput(f"activation expression {text!r} does not depend on x")
     return _activation_from_sympy(expr, str(expr) if str(expr) == text else text)
 
 
@@ -548,14 +549,14 @@ def _activation_from_sympy(expr, name: str) -> Activation:
     try:
         fns = [_vectorise(sympy.lambdify(_X, e, modules=modules)) for e in (expr, d1, d2)]
     except Exception as exc:  # noqa: BLE001 - sympy printers raise assorted errors
-        raise ValueError(
+        raise InvalidInput(
             f"activation expression {name!r} cannot be evaluated numerically ({type(exc).__name__})"
         ) from None
     probe = np.linspace(-3.0, 3.0, 13)
     with np.errstate(all="ignore"):
         values = [fn(probe) for fn in fns]
     if not all(np.all(np.isfinite(v)) for v in values):
-        raise ValueError(f"activation expression {name!r} is not finite on [-3, 3]")
+        raise InvalidInput(f"activation expression {name!r} is not finite on [-3, 3]")
     return Activation(
         name=name,
         phi=fns[0],
@@ -581,12 +582,12 @@ def _find_kinks(expr, name: str) -> tuple[float, ...]:
                 if isinstance(cond, sympy.core.relational.Relational):
                     switches.append(cond.lhs - cond.rhs)
                 elif cond not in (sympy.true, sympy.false):
-                    raise ValueError(
+                    raise InvalidInput(
                         f"cannot locate the kinks of activation {name!r}: unsupported "
                         f"Piecewise condition {cond}"
                     )
         elif node.func in (sympy.floor, sympy.ceiling, sympy.frac):
-            raise ValueError(f"activation {name!r} is discontinuous ({node.func.__name__})")
+            raise InvalidInput(f"activation {name!r} is discontinuous ({node.func.__name__})")
     points: set[float] = set()
     for sw in switches:
         if _X not in sw.free_symbols:
@@ -596,7 +597,7 @@ def _find_kinks(expr, name: str) -> tuple[float, ...]:
         except Exception:  # noqa: BLE001 - sympy solvers raise assorted errors
             sols = None
         if not isinstance(sols, sympy.FiniteSet):
-            raise ValueError(
+            raise InvalidInput(
                 f"cannot locate the kinks of activation {name!r} (switching condition {sw} = 0); "
                 "use Activation.from_callable with explicit kinks"
             )

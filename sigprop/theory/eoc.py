@@ -24,6 +24,7 @@ import numpy as np
 from sigprop._json import to_jsonable
 from sigprop.theory import meanfield as mf
 from sigprop.theory.activations import Activation, get_activation
+from sigprop.validate import InvalidInput
 
 __all__ = ["EOCPoint", "EOCCurve", "eoc_sigma_w", "eoc_curve", "eoc_init"]
 
@@ -91,7 +92,7 @@ class EOCCurve:
 def _homogeneous_sigma_w(act: Activation, sb: np.ndarray) -> np.ndarray:
     if np.any(sb > 0):
         where = sb[sb > 0].flat[0]
-        raise ValueError(
+        raise InvalidInput(
             f"no edge of chaos for {act.name} at sigma_b = {where:.6g}: a ReLU-family "
             "activation has chi1 = sigma_w^2 (1+alpha^2)/2 independent of q, so its only EOC "
             "point is sigma_b = 0 with sigma_w^2 = 2/(1+alpha^2)"
@@ -108,7 +109,7 @@ def _solve(act: Activation, sb: np.ndarray, mom) -> tuple[np.ndarray, np.ndarray
     slope0 = float(mom(np.array([0.0]))["g1"][0])  # E[φ′²] as q → 0⁺
     at_zero = (b2 == 0) & (phi0 == 0.0)
     if slope0 == 0 and np.any(at_zero):
-        raise ValueError(
+        raise InvalidInput(
             f"no edge of chaos for {act.name} at sigma_b = 0: phi(0) = phi'(0) = 0, so q* = 0 "
             "and chi1 = 0 for every sigma_w"
         )
@@ -130,7 +131,7 @@ def _solve(act: Activation, sb: np.ndarray, mom) -> tuple[np.ndarray, np.ndarray
             over = t[i] > 1e12 * max(1.0, float(np.max(b2)))
             if np.any(over & ~done):
                 bad = todo[i[over & ~done]][0]
-                raise ValueError(
+                raise InvalidInput(
                     f"no edge of chaos for {act.name} at sigma_b = {sb[bad]:.6g}: "
                     "chi1 stays below 1 for every sigma_w with a finite fixed point"
                 )
@@ -169,7 +170,7 @@ def _eoc(act: Activation, sb: np.ndarray, q0: float | None):
     sw, q = _solve(act, flat, mom)
     if not np.all(np.isfinite(sw)):
         bad = np.flatnonzero(~np.isfinite(sw))[0]
-        raise ValueError(
+        raise InvalidInput(
             f"no edge of chaos for {act.name} at sigma_b = {flat[bad]:.6g}: E[phi'^2] vanishes "
             f"at the candidate q = {q[bad]:.6g}"
         )
@@ -183,7 +184,7 @@ def _eoc(act: Activation, sb: np.ndarray, q0: float | None):
     ok |= (status == mf._FINITE) & (q == 0) & (qs == 0)
     if not np.all(ok):
         bad = np.flatnonzero(~ok)[0]
-        raise ValueError(
+        raise InvalidInput(
             f"no edge of chaos for {act.name} at sigma_b = {flat[bad]:.6g}: chi1 = 1 only at "
             f"q = {q[bad]:.6g} (sigma_w = {sw[bad]:.6g}), which is not the stable fixed point "
             "of the variance map there"
@@ -229,9 +230,9 @@ def eoc_init(activation, sigma_b: float = 0.0, *, q0: float = 1.0) -> EOCPoint:
     act = get_activation(activation)
     sb = mf._sigma("sigma_b", sigma_b)
     if sb.ndim != 0:
-        raise ValueError("eoc_init takes a scalar sigma_b; use eoc_curve for arrays")
+        raise InvalidInput("eoc_init takes a scalar sigma_b; use eoc_curve for arrays")
     if not (math.isfinite(q0) and q0 > 0):
-        raise ValueError(f"q0 must be a positive finite variance, got {q0!r}")
+        raise InvalidInput(f"q0 must be a positive finite variance, got {q0!r}")
     sw, q = _eoc(act, sb, q0=q0)
     sw_, q_ = float(sw[0]), float(q[0])
     x1 = float(sw_**2 * mf.moments(act, np.array(q_))["g1"])
@@ -320,11 +321,11 @@ def _coarse_guess(act, SW, SB, mom) -> np.ndarray | None:
 def _axis(name: str, value) -> np.ndarray:
     arr = np.atleast_1d(np.asarray(value, dtype=float))
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array of standard deviations")
+        raise InvalidInput(f"{name} must be a non-empty 1-D array of standard deviations")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite")
+        raise InvalidInput(f"{name} must be finite")
     if np.any(arr < 0):
-        raise ValueError(f"{name} is a standard deviation and must be >= 0")
+        raise InvalidInput(f"{name} is a standard deviation and must be >= 0")
     return arr
 
 

@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from sigprop.validate import InvalidInput, nonneg_array
+
 __all__ = ["expect", "expect2", "quadrature_rule", "hermite_coefficients"]
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
@@ -43,16 +45,6 @@ def _legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
     x.setflags(write=False)
     w.setflags(write=False)
     return x, w
-
-
-def _as_nonneg(name: str, value, what: str = "(a variance) must be non-negative") -> np.ndarray:
-    """``value`` as a float array, finite and >= 0 (``what`` completes the error message)."""
-    arr = np.asarray(value, dtype=float)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if np.any(arr < 0):
-        raise ValueError(f"{name} {what}, got {value!r}")
-    return arr
 
 
 def quadrature_rule(
@@ -71,7 +63,7 @@ def quadrature_rule(
     with the same M for every element (panels that collapse carry zero weight). The weight
     includes the standard normal density, so Σ w = 1 − erfc(zmax/√2).
     """
-    q = _as_nonneg("q", q)
+    q = nonneg_array("q", q, "(a variance) must be non-negative")
     mean = np.asarray(mean, dtype=float)
     shape = np.broadcast_shapes(q.shape, mean.shape)
     s = np.broadcast_to(np.sqrt(q), shape)[..., None]
@@ -133,13 +125,13 @@ def expect2(
     stays accurate for every c ∈ [−1, 1] including c → ±1. Broadcasts over q1, q2, c; costs
     about 2·10⁵ evaluations of f and g per element (an independent check, not a fast path).
     """
-    q1 = _as_nonneg("q1", q1)
-    q2 = _as_nonneg("q2", q2)
+    q1 = nonneg_array("q1", q1, "(a variance) must be non-negative")
+    q2 = nonneg_array("q2", q2, "(a variance) must be non-negative")
     c = np.asarray(c, dtype=float)
     if not np.all(np.isfinite(c)):
-        raise ValueError(f"correlation c must be finite, got {c!r}")
+        raise InvalidInput(f"correlation c must be finite, got {c!r}")
     if np.any(np.abs(c) > 1):
-        raise ValueError(f"correlation c must lie in [-1, 1], got {c!r}")
+        raise InvalidInput(f"correlation c must lie in [-1, 1], got {c!r}")
     shape = np.broadcast_shapes(q1.shape, q2.shape, c.shape)
     out = np.empty(shape)
     flat = [np.broadcast_to(a, shape).ravel() for a in (q1, q2, c)]
@@ -189,8 +181,8 @@ def hermite_coefficients(
     """
     kmax = int(kmax)
     if kmax < 1 or kmax > 512:
-        raise ValueError(f"kmax must be in [1, 512], got {kmax}")
-    q = _as_nonneg("q", q)
+        raise InvalidInput(f"kmax must be in [1, 512], got {kmax}")
+    q = nonneg_array("q", q, "(a variance) must be non-negative")
     s = np.sqrt(q)
     if all(k == 0.0 for k in kinks):
         hz = min(0.5, 1.0 / max(float(np.max(s, initial=0.0)), 1e-300))

@@ -39,6 +39,7 @@ import numpy as np
 from sigprop._json import to_jsonable
 from sigprop.theory import gaussian
 from sigprop.theory.activations import Activation, get_activation
+from sigprop.validate import InvalidInput, nonneg_array
 
 __all__ = [
     "q_map",
@@ -71,19 +72,19 @@ _Q_TINY = 1e-300
 
 
 def _sigma(name: str, value) -> np.ndarray:
-    return gaussian._as_nonneg(name, value, "is a standard deviation and must be >= 0")
+    return nonneg_array(name, value, "is a standard deviation and must be >= 0")
 
 
 def _variance(name: str, value) -> np.ndarray:
-    return gaussian._as_nonneg(name, value, "is a variance and must be >= 0")
+    return nonneg_array(name, value, "is a variance and must be >= 0")
 
 
 def _corr(value) -> np.ndarray:
     arr = np.asarray(value, dtype=float)
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"correlation c must be finite, got {value!r}")
+        raise InvalidInput(f"correlation c must be finite, got {value!r}")
     if np.any(np.abs(arr) > 1):
-        raise ValueError(f"correlation c must lie in [-1, 1], got {value!r}")
+        raise InvalidInput(f"correlation c must lie in [-1, 1], got {value!r}")
     return arr
 
 
@@ -208,13 +209,13 @@ _FINITE, _DIVERGES, _NEUTRAL = 0, 1, 2
 def _raise_status(act, status, sw, sb) -> None:
     if np.any(status == _DIVERGES):
         where = _first((("sigma_w", sw), ("sigma_b", sb)), status == _DIVERGES)
-        raise ValueError(
+        raise InvalidInput(
             f"no finite fixed point q* for {act.name} at {where}: the variance q^l grows "
             "without bound with depth (chaotic growth of the q-map)"
         )
     if np.any(status == _NEUTRAL):
         where = _first((("sigma_w", sw), ("sigma_b", sb)), status == _NEUTRAL)
-        raise ValueError(
+        raise InvalidInput(
             f"q* is not unique for {act.name} at {where}: the q-map is the identity "
             "(every q is a fixed point, q^l = q^0)"
         )
@@ -409,7 +410,7 @@ def c_map(activation, sigma_w, sigma_b, c, q=None) -> np.ndarray:
     qq = q_star(act, sw, sb) if q is None else _variance("q", q)
     qq = np.broadcast_to(qq, np.broadcast_shapes(np.shape(qq), sw.shape))
     if np.any(qq == 0):
-        raise ValueError("the correlation map is undefined at q = 0 (no signal variance)")
+        raise InvalidInput("the correlation map is undefined at q = 0 (no signal variance)")
     K, _ = kernel(act, qq, cc)
     K1, _ = kernel(act, qq, np.ones_like(cc))
     return (sw**2 * K + sb**2) / (sw**2 * K1 + sb**2)
@@ -662,7 +663,7 @@ class MomentTable:
     def hermite_coefficients(self, q) -> np.ndarray:
         """a_k(q), k < hermite_terms, shape (len(q), K); direct projection beyond the table."""
         if self.hermite is None:
-            raise ValueError("this table was built without Hermite coefficients")
+            raise InvalidInput("this table was built without Hermite coefficients")
         q = np.asarray(q, dtype=float).ravel()
         s = np.sqrt(q)
         out = np.empty((q.size, self.hermite_terms))

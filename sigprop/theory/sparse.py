@@ -27,6 +27,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from sigprop._json import to_jsonable
+from sigprop.validate import InvalidInput, density_array, positive_int
 
 __all__ = [
     "MASKS",
@@ -70,25 +71,9 @@ class _Result:
         return to_jsonable(self, type(self).__name__)
 
 
-def _density(density: Any, *, allow_zero: bool = False) -> np.ndarray:
-    """The array form of ``sigprop.nn.check_density`` (same rule and messages): real
-    numbers (not bools, not strings) in (0, 1] — [0, 1] with ``allow_zero`` — as float64."""
-    bound = "[0, 1]" if allow_zero else "(0, 1]"
-    raw = np.asarray(density)
-    if raw.dtype.kind not in "iuf":  # bool, str, complex, object
-        raise ValueError(f"density must be a real number in {bound}, got {density!r}")
-    rho = raw.astype(np.float64)
-    lo_ok = (rho >= 0.0) if allow_zero else (rho > 0.0)
-    if not np.all(lo_ok & (rho <= 1.0)):  # also rejects NaN
-        raise ValueError(
-            f"density must lie in {bound} (the fraction of weights kept), got {density!r}"
-        )
-    return rho
-
-
 def _mask(mask: str) -> str:
     if mask not in MASKS:
-        raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+        raise InvalidInput(f"mask must be one of {MASKS}, got {mask!r}")
     return mask
 
 
@@ -104,7 +89,7 @@ def magnitude_kept_variance(density: Any) -> np.ndarray:
     fraction ρ of |W| (Hayou et al., arXiv 2002.08797, §4; derivation: integrate z²φ(z)
     by parts over |z| > t). κ(0.1) = 0.4393, κ(1) = 1, κ(ρ) ≥ ρ.
     """
-    rho = _density(density, allow_zero=True)
+    rho = density_array(density, allow_zero=True)
     t = special.ndtri(1.0 - 0.5 * rho)  # = Φ⁻¹(1 − ρ/2); +inf at ρ = 0
     with np.errstate(invalid="ignore"):
         tail = np.where(np.isfinite(t), 2.0 * t * stats.norm.pdf(t), 0.0)
@@ -119,7 +104,7 @@ def mask_variance_factor(density: Any, mask: str = "random") -> np.ndarray:
     magnitude mask keeps the largest |W| and retains κ(ρ) of the variance.
     """
     mask = _mask(mask)
-    rho = _density(density, allow_zero=True)
+    rho = density_array(density, allow_zero=True)
     return rho.copy() if mask == "random" else magnitude_kept_variance(rho)
 
 
@@ -132,7 +117,7 @@ def effective_sigma_w(sigma_w: Any, density: Any, mask: str = "random") -> np.nd
     """
     sw = np.asarray(sigma_w, dtype=np.float64)
     if not np.all(np.isfinite(sw)) or np.any(sw < 0):
-        raise ValueError(f"sigma_w must be finite and >= 0, got {sigma_w!r}")
+        raise InvalidInput(f"sigma_w must be finite and >= 0, got {sigma_w!r}")
     return sw * np.sqrt(mask_variance_factor(density, mask))
 
 
@@ -225,16 +210,16 @@ def pruned_propagation(
     from sigprop.theory import meanfield
 
     _mask(mask)
-    rho = np.atleast_1d(_density(density))
+    rho = np.atleast_1d(density_array(density))
     if rho.ndim != 1:
-        raise ValueError("density must be a scalar or a 1-D per-layer array")
+        raise InvalidInput("density must be a scalar or a 1-D per-layer array")
     try:
         sw = np.broadcast_to(np.asarray(sigma_w, dtype=np.float64), rho.shape).copy()
         sb = np.broadcast_to(np.asarray(sigma_b, dtype=np.float64), rho.shape).copy()
     except ValueError as exc:
-        raise ValueError(f"sigma_w/sigma_b do not match {rho.size} layers: {exc}") from None
+        raise InvalidInput(f"sigma_w/sigma_b do not match {rho.size} layers: {exc}") from None
     if not np.isfinite(q0) or q0 < 0:
-        raise ValueError(f"q0 must be finite and >= 0, got {q0!r}")
+        raise InvalidInput(f"q0 must be finite and >= 0, got {q0!r}")
     eff = np.abs(sw) if rescaled else effective_sigma_w(sw, rho, mask)
     q = np.empty(rho.size + 1)
     q[0] = q0
@@ -256,7 +241,7 @@ def _product_normal_logsf(t: Any) -> np.ndarray:
     """log P(|z₁z₂| > t), accurate far into the tail (see :func:`product_normal_sf`)."""
     t = np.asarray(t, dtype=np.float64)
     if np.any(np.isnan(t)):
-        raise ValueError("t must not be NaN")
+        raise InvalidInput("t must not be NaN")
     out = np.zeros(t.shape)
     small = (t > 0) & (t <= 2.0)
     if np.any(small):
@@ -291,7 +276,7 @@ def _score_sf(score: str):
         return _half_normal_sf
     if score == "sensitivity":
         return product_normal_sf
-    raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    raise InvalidInput(f"score must be one of {SCORES}, got {score!r}")
 
 
 def _score_isf(score: str, p: np.ndarray) -> np.ndarray:
@@ -318,11 +303,11 @@ def _layer_arrays(scales: Any, numel: Any) -> tuple[np.ndarray, np.ndarray]:
     a = np.atleast_1d(np.asarray(scales, dtype=np.float64))
     m = np.atleast_1d(np.asarray(numel, dtype=np.float64))
     if a.ndim != 1 or m.ndim != 1 or a.size != m.size or a.size == 0:
-        raise ValueError("scales and numel must be 1-D arrays of the same (non-zero) length")
+        raise InvalidInput("scales and numel must be 1-D arrays of the same (non-zero) length")
     if not np.all(np.isfinite(a)) or np.any(a <= 0):
-        raise ValueError(f"score scales must be finite and > 0, got {a}")
+        raise InvalidInput(f"score scales must be finite and > 0, got {a}")
     if not np.all(np.isfinite(m)) or np.any(m < 1) or np.any(m != np.round(m)):
-        raise ValueError(f"numel must be positive integers, got {m}")
+        raise InvalidInput(f"numel must be positive integers, got {m}")
     return a, m
 
 
@@ -330,7 +315,7 @@ def magnitude_score_scales(fan_in: Any, sigma_w: Any = 1.0) -> np.ndarray:
     """Scale of |W| in each layer: std(W) = σ_w/√fan_in (weights N(0, σ_w²/fan_in))."""
     n = np.atleast_1d(np.asarray(fan_in, dtype=np.float64))
     if not np.all(np.isfinite(n)) or np.any(n < 1):
-        raise ValueError(f"fan_in must be >= 1, got {fan_in!r}")
+        raise InvalidInput(f"fan_in must be >= 1, got {fan_in!r}")
     return np.broadcast_to(np.asarray(sigma_w, dtype=np.float64), n.shape) / np.sqrt(n)
 
 
@@ -377,22 +362,21 @@ def snip_score_scales(
     x2 = np.broadcast_to(np.asarray(input_second_moment, dtype=np.float64), v.shape)
     g = np.atleast_1d(np.asarray(backward_gain, dtype=np.float64))
     if g.size != v.size - 1:
-        raise ValueError(f"backward_gain needs {v.size - 1} entries (L − 1), got {g.size}")
+        raise InvalidInput(f"backward_gain needs {v.size - 1} entries (L − 1), got {g.size}")
     arrays = (v, x2, g, np.asarray(last_grad_var, dtype=np.float64))
     if any(np.any(~np.isfinite(x)) or np.any(x <= 0) for x in arrays):
-        raise ValueError(
+        raise InvalidInput(
             "weight_var, input_second_moment, backward_gain and last_grad_var must be > 0"
         )
     delta2 = last_grad_var * np.concatenate([np.cumprod(g[::-1])[::-1], [1.0]])
     if (coherence is None) != (batch_size is None):
-        raise ValueError("coherence and batch_size go together")
+        raise InvalidInput("coherence and batch_size go together")
     if coherence is not None:
         rho = np.broadcast_to(np.asarray(coherence, dtype=np.float64), v.shape)
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size")
         factor = 1.0 + (int(batch_size) - 1) * rho
         if np.any(~np.isfinite(factor)) or np.any(factor <= 0):
-            raise ValueError("coherence must keep 1 + (B − 1)ρ_l > 0 (a variance)")
+            raise InvalidInput("coherence must keep 1 + (B − 1)ρ_l > 0 (a variance)")
         delta2 = delta2 * factor
     return np.sqrt(v * x2 * delta2)
 
@@ -407,20 +391,20 @@ def class_cosines(inputs: Any, labels: Any) -> tuple[float, float]:
     x = np.asarray(inputs, dtype=np.float64)
     y = np.asarray(labels).reshape(-1)
     if x.ndim < 2 or x.shape[0] != y.size:
-        raise ValueError(f"inputs (B, ...) and labels (B,) must agree, got {x.shape}, {y.shape}")
+        raise InvalidInput(f"inputs (B, ...) and labels (B,) must agree, got {x.shape}, {y.shape}")
     x = x.reshape(x.shape[0], -1)
     norms = np.linalg.norm(x, axis=1)
     keep = norms > 0
     if not np.all(np.isfinite(x)):
-        raise ValueError("inputs contain NaN or inf")
+        raise InvalidInput("inputs contain NaN or inf")
     if int(keep.sum()) < 2:
-        raise ValueError("class_cosines needs at least two inputs that are not all zeros")
+        raise InvalidInput("class_cosines needs at least two inputs that are not all zeros")
     unit, y = x[keep] / norms[keep, None], y[keep]
     cos = unit @ unit.T
     same = y[:, None] == y[None, :]
     off = ~np.eye(y.size, dtype=bool)
     if not np.any(~same):
-        raise ValueError("class_cosines needs examples of at least two classes")
+        raise InvalidInput("class_cosines needs examples of at least two classes")
     c_diff = float(cos[~same].mean())
     c_same = float(cos[same & off].mean()) if np.any(same & off) else c_diff
     return float(np.clip(c_same, -1.0, 1.0)), float(np.clip(c_diff, -1.0, 1.0))
@@ -484,25 +468,25 @@ def snip_batch_coherence(
     c0 = np.asarray(input_corr, dtype=np.float64)
     n = q.size
     if cs.shape != (n,) or cd.shape != (n,) or n < 1:
-        raise ValueError(
+        raise InvalidInput(
             f"q, c_same and c_diff must be 1-D of one length, got {q.shape}, {cs.shape}, {cd.shape}"
         )
     if not (np.all(np.isfinite(q)) and np.all(q > 0)):
-        raise ValueError("q must be finite and > 0")
+        raise InvalidInput("q must be finite and > 0")
     if c0.shape != (2,):
-        raise ValueError(f"input_corr must be (c_same, c_diff), got shape {c0.shape}")
+        raise InvalidInput(f"input_corr must be (c_same, c_diff), got shape {c0.shape}")
     for name, c in (("c_same", cs), ("c_diff", cd), ("input_corr", c0)):
         if not (np.all(np.isfinite(c)) and np.all(np.abs(c) <= 1)):
-            raise ValueError(f"{name} must be correlations in [−1, 1]")
+            raise InvalidInput(f"{name} must be correlations in [−1, 1]")
     if isinstance(classes, bool) or int(classes) != classes or classes < 2:
-        raise ValueError(f"classes must be an integer ≥ 2, got {classes!r}")
+        raise InvalidInput(f"classes must be an integer ≥ 2, got {classes!r}")
     k = int(classes)
     y = np.asarray(labels).reshape(-1)
     if y.size < 2 or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= k:
-        raise ValueError(f"labels must be ≥ 2 integers in [0, {k}), got {labels!r}")
+        raise InvalidInput(f"labels must be ≥ 2 integers in [0, {k}), got {labels!r}")
     acts = list(activation) if isinstance(activation, (list, tuple)) else [activation] * (n - 1)
     if len(acts) != n - 1:
-        raise ValueError(f"activation: one spec or a list of {n - 1} (layers 1 … L − 1)")
+        raise InvalidInput(f"activation: one spec or a list of {n - 1} (layers 1 … L − 1)")
     acts = ["linear" if a is None else a for a in acts]
     batch = y.size
     counts = np.bincount(y, minlength=k).astype(np.float64)
@@ -533,9 +517,9 @@ def kept_fraction(scales: Any, threshold: float, score: str = "magnitude") -> np
     """
     a = np.atleast_1d(np.asarray(scales, dtype=np.float64))
     if not np.all(np.isfinite(a)) or np.any(a <= 0):
-        raise ValueError(f"score scales must be finite and > 0, got {a}")
+        raise InvalidInput(f"score scales must be finite and > 0, got {a}")
     if not np.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"threshold must be finite and >= 0, got {threshold!r}")
+        raise InvalidInput(f"threshold must be finite and >= 0, got {threshold!r}")
     return _score_sf(score)(threshold / a)
 
 
@@ -583,7 +567,7 @@ def global_pruning(
     """
     a, m = _layer_arrays(scales, numel)
     sf = _score_sf(score)
-    rho = float(_density(density))
+    rho = float(density_array(density))
     total = float(m.sum())
 
     def kept(tau: float) -> float:
@@ -651,7 +635,7 @@ def first_collapse(
     a, m = _layer_arrays(scales, numel)
     sf = _score_sf(score)
     if not (0.0 < min_kept <= float(m.min())):
-        raise ValueError(f"min_kept must lie in (0, min(numel)], got {min_kept!r}")
+        raise InvalidInput(f"min_kept must lie in (0, min(numel)], got {min_kept!r}")
     taus = a * _score_isf(score, np.minimum(min_kept / m, 1.0))
     total = float(m.sum())
     dens = np.array([float(np.sum(m * sf(t / a))) / total for t in taus])
@@ -673,10 +657,10 @@ def first_collapse(
 
 def _branch_scale(depth: int, branch_scale: Any) -> float:
     if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 1:
-        raise ValueError(f"depth (number of residual blocks) must be >= 1, got {depth!r}")
+        raise InvalidInput(f"depth (number of residual blocks) must be >= 1, got {depth!r}")
     lam = 1.0 / math.sqrt(depth) if branch_scale is None else float(branch_scale)
     if not np.isfinite(lam) or lam < 0:
-        raise ValueError(f"branch_scale must be finite and >= 0, got {branch_scale!r}")
+        raise InvalidInput(f"branch_scale must be finite and >= 0, got {branch_scale!r}")
     return lam
 
 
@@ -703,7 +687,7 @@ def residual_q_map(
 
     lam = _branch_scale(depth, branch_scale)
     if not np.isfinite(q0) or q0 < 0:
-        raise ValueError(f"q0 must be finite and >= 0, got {q0!r}")
+        raise InvalidInput(f"q0 must be finite and >= 0, got {q0!r}")
     q = np.empty(depth + 1)
     q[0] = q0
     for l in range(depth):
@@ -737,8 +721,7 @@ def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
     (n_out ≥ n_in) are orthonormal, so every singular value is 1 and rank = min(n_in, n_out).
     """
     for name, n in (("n_out", n_out), ("n_in", n_in)):
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-            raise ValueError(f"{name} must be a positive integer, got {n!r}")
+        n = positive_int(n, name)
     big = max(n_out, n_in)
     k = np.arange(n_out)[:, None]
     n = np.arange(n_in)[None, :]
@@ -760,7 +743,7 @@ def weyl_singular_value_bounds(alpha: float, s_norm: Any) -> tuple[np.ndarray, n
     a = abs(float(alpha))
     s = np.asarray(s_norm, dtype=np.float64)
     if not np.all(np.isfinite(s)) or np.any(s < 0):
-        raise ValueError(f"s_norm (spectral norm of S) must be finite and >= 0, got {s_norm!r}")
+        raise InvalidInput(f"s_norm (spectral norm of S) must be finite and >= 0, got {s_norm!r}")
     return np.maximum(a - s, 0.0), a + s
 
 
@@ -819,12 +802,11 @@ def sparse_spectral_norm(n_out: int, n_in: int, density: float, std: float = 1.0
     general bound). The prediction is the larger of the three; it is a heuristic in the
     crossover region (the tests measure its error against simulation).
     """
-    rho = float(_density(density))
+    rho = float(density_array(density))
     for name, n in (("n_out", n_out), ("n_in", n_in)):
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-            raise ValueError(f"{name} must be a positive integer, got {n!r}")
+        n = positive_int(n, name)
     if not np.isfinite(std) or std <= 0:
-        raise ValueError(f"std must be finite and > 0, got {std!r}")
+        raise InvalidInput(f"std must be finite and > 0, got {std!r}")
     bulk = std * math.sqrt(rho) * (math.sqrt(n_in) + math.sqrt(n_out))
     row = _expected_max_norm(n_out, n_in, rho, std)
     col = _expected_max_norm(n_in, n_out, rho, std)
@@ -872,10 +854,9 @@ def sparse_rank(n_out: int, n_in: int, density: float) -> SparseRank:
     non-empty rows/columns give the elementary upper bound. The tests compare both with
     numpy ranks of simulated matrices.
     """
-    rho = float(_density(density))
+    rho = float(density_array(density))
     for name, n in (("n_out", n_out), ("n_in", n_in)):
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-            raise ValueError(f"{name} must be a positive integer, got {n!r}")
+        n = positive_int(n, name)
     d = rho * n_out  # mean column degree
     k = rho * n_in  # mean row degree
 

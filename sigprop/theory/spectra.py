@@ -39,6 +39,7 @@ import numpy as np
 from scipy import special
 
 from sigprop._json import to_jsonable
+from sigprop.validate import InvalidInput, positive_int
 
 __all__ = [
     "WEIGHT_KINDS",
@@ -64,14 +65,13 @@ _S1 = {"gaussian": -1.0, "orthogonal": 0.0}
 
 
 def _check_depth(depth: Any) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 1:
-        raise ValueError(f"depth must be a positive integer, got {depth!r}")
+    depth = positive_int(depth, "depth")
     return int(depth)
 
 
 def _check_weights(weights: str) -> str:
     if weights not in WEIGHT_KINDS:
-        raise ValueError(f"weights must be one of {WEIGHT_KINDS}, got {weights!r}")
+        raise InvalidInput(f"weights must be one of {WEIGHT_KINDS}, got {weights!r}")
     return weights
 
 
@@ -91,7 +91,7 @@ def fuss_catalan_moments(depth: int, kmax: int) -> np.ndarray:
     """
     depth = _check_depth(depth)
     if isinstance(kmax, bool) or not isinstance(kmax, int | np.integer) or kmax < 0:
-        raise ValueError(f"kmax must be a non-negative integer, got {kmax!r}")
+        raise InvalidInput(f"kmax must be a non-negative integer, got {kmax!r}")
     return np.array(
         [float(math.comb((depth + 1) * k, k) // (depth * k + 1)) for k in range(kmax + 1)]
     )
@@ -255,9 +255,9 @@ def derivative_law(activation: Any, q: float, n_nodes: int = 128) -> DerivativeL
     act = _get_activation(activation)
     q = float(q)
     if not np.isfinite(q) or q < 0:
-        raise ValueError(f"q (pre-activation variance) must be finite and >= 0, got {q!r}")
+        raise InvalidInput(f"q (pre-activation variance) must be finite and >= 0, got {q!r}")
     if isinstance(n_nodes, bool) or not isinstance(n_nodes, int | np.integer) or n_nodes < 8:
-        raise ValueError(f"n_nodes must be an integer >= 8, got {n_nodes!r}")
+        raise InvalidInput(f"n_nodes must be an integer >= 8, got {n_nodes!r}")
     empty = np.zeros(0)
 
     def lam(h: np.ndarray) -> np.ndarray:
@@ -280,7 +280,7 @@ def derivative_law(activation: Any, q: float, n_nodes: int = 128) -> DerivativeL
         h = a + 0.5 * (b - a) * (gl_x + 1.0)
         vals = lam(h)
         if not np.all(np.isfinite(vals)):
-            raise ValueError(f"activation {act.name!r}: φ′ is not finite on N(0, {q})")
+            raise InvalidInput(f"activation {act.name!r}: φ′ is not finite on N(0, {q})")
         if np.ptp(vals) <= 1e-13 * max(1.0, float(np.max(np.abs(vals)))):
             # Exact probability of the piece; the outer pieces extend to ±∞.
             lo = -np.inf if i == 0 else a / sq
@@ -377,7 +377,7 @@ def _per_layer_activations(activation: Any, depth: int) -> tuple[list[Any], np.n
     """
     if isinstance(activation, list | tuple):
         if len(activation) != depth:
-            raise ValueError(f"got {len(activation)} activations for {depth} layers")
+            raise InvalidInput(f"got {len(activation)} activations for {depth} layers")
         specs = list(activation)
     else:
         specs = [activation] * depth
@@ -415,19 +415,19 @@ def _layer_arrays(sigma_w: Any, q: Any) -> tuple[np.ndarray, np.ndarray]:
     sw = np.atleast_1d(np.asarray(sigma_w, dtype=np.float64))
     qq = np.atleast_1d(np.asarray(q, dtype=np.float64))
     if sw.ndim != 1 or qq.ndim != 1:
-        raise ValueError("sigma_w and q must be scalars or 1-D per-layer arrays")
+        raise InvalidInput("sigma_w and q must be scalars or 1-D per-layer arrays")
     if sw.size == 1 and qq.size > 1:
         sw = np.full(qq.shape, sw[0])
     if qq.size == 1 and sw.size > 1:
         qq = np.full(sw.shape, qq[0])
     if sw.size != qq.size:
-        raise ValueError(f"sigma_w has {sw.size} layers but q has {qq.size}")
+        raise InvalidInput(f"sigma_w has {sw.size} layers but q has {qq.size}")
     if sw.size == 0:
-        raise ValueError("at least one layer is needed")
+        raise InvalidInput("at least one layer is needed")
     if not np.all(np.isfinite(sw)) or np.any(sw < 0):
-        raise ValueError(f"sigma_w must be finite and >= 0, got {sw}")
+        raise InvalidInput(f"sigma_w must be finite and >= 0, got {sw}")
     if not np.all(np.isfinite(qq)) or np.any(qq < 0):
-        raise ValueError(f"q (pre-activation variances) must be finite and >= 0, got {qq}")
+        raise InvalidInput(f"q (pre-activation variances) must be finite and >= 0, got {qq}")
     return sw, qq
 
 
@@ -462,7 +462,7 @@ def jacobian_moments_layers(
     mu1 = np.array([laws[i].moment(1) for i in index])
     mu2 = np.array([laws[i].moment(2) for i in index])
     if np.any(mu1 <= 0):
-        raise ValueError("E[φ′(h)²] = 0 on some layer: the Jacobian vanishes identically")
+        raise InvalidInput("E[φ′(h)²] = 0 on some layer: the Jacobian vanishes identically")
     chi = sw**2 * mu1
     s1 = np.full(sw.shape, _S1[weights])
     # Products in log space: χ^L over/underflows for deep networks away from the EOC; inf
@@ -861,12 +861,12 @@ def jacobian_density_layers(
     weights = _check_weights(weights)
     sw, qq = _layer_arrays(sigma_w, q)
     if not (0.0 < float(rel_eps) < 1e-2):
-        raise ValueError(f"rel_eps must lie in (0, 1e-2), got {rel_eps!r}")
+        raise InvalidInput(f"rel_eps must lie in (0, 1e-2), got {rel_eps!r}")
     if isinstance(n_points, bool) or not isinstance(n_points, int | np.integer) or n_points < 8:
-        raise ValueError(f"n_points must be an integer >= 8, got {n_points!r}")
+        raise InvalidInput(f"n_points must be an integer >= 8, got {n_points!r}")
     moments = jacobian_moments_layers(activation, sw, qq, weights)
     if np.any(sw == 0):
-        raise ValueError("sigma_w = 0 on some layer: the Jacobian vanishes identically")
+        raise InvalidInput("sigma_w = 0 on some layer: the Jacobian vanishes identically")
     law_list, inverse = _layer_laws(activation, qq, n_nodes)
     per_layer = [law_list[i] for i in inverse]
     atoms, atom_masses = _free_atoms(per_layer, sw**2, weights)
@@ -899,7 +899,7 @@ def jacobian_density_layers(
     if cont_mass <= 1e-12:
         grid = np.asarray(x, dtype=np.float64) if x is not None else np.zeros(0)
         if grid.size and np.any(grid <= 0):
-            raise ValueError("the grid x must be > 0")
+            raise InvalidInput("the grid x must be > 0")
         return JacobianDensity(
             x=grid,
             density=np.zeros(grid.shape),
@@ -930,7 +930,7 @@ def jacobian_density_layers(
     else:
         grid = np.asarray(x, dtype=np.float64)
         if grid.ndim != 1 or grid.size == 0 or np.any(~np.isfinite(grid)) or np.any(grid <= 0):
-            raise ValueError("the grid x must be a non-empty 1-D array of finite values > 0")
+            raise InvalidInput("the grid x must be a non-empty 1-D array of finite values > 0")
     density, resid = solve(grid)
     if not np.all(np.isfinite(resid)) or np.max(resid) > 1e-8:
         bad = grid[~(resid <= 1e-8)]

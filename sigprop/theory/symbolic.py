@@ -21,6 +21,8 @@ import functools
 
 import sympy as sp
 
+from sigprop.validate import InvalidInput
+
 __all__ = [
     "relu_kernel",
     "leaky_relu_kernel",
@@ -133,6 +135,6 @@ def tanh_eoc_sigma_w_at_zero_bias() -> sp.Expr:
     slope = series.coeff(q, 1)
     curvature = series.coeff(q, 2)
     if not curvature < 0:
-        raise ValueError("unexpected sign of the tanh q-map curvature")
+        raise InvalidInput("unexpected sign of the tanh q-map curvature")
     (sol,) = sp.solve(sp.Eq(sigma_w**2 * slope, 1), sigma_w)
     return sol
