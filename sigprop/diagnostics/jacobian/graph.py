@@ -31,6 +31,7 @@ from torch import nn
 from sigprop.diagnostics.graph import CapturedGraph
 from sigprop.diagnostics.spec import effective_weight
 from sigprop.nn.masked import MaskedConv1d, MaskedConv2d, MaskedLinear
+from sigprop.validate import InvalidInput
 
 __all__ = ["LinearisedGraph", "linearisable"]
 
@@ -57,7 +58,12 @@ def linearisable(captured: CapturedGraph) -> str | None:
         if kind in ("linear", "conv", "dct_linear", "dct_conv"):
             continue
         target = modules.get(node.fx.target) if node.fx.op == "call_module" else None
-        if kind == "batchnorm" and target is not None and not target.training:
+        if (
+            kind == "batchnorm"
+            and target is not None
+            and not target.training
+            and getattr(target, "running_var", None) is not None
+        ):
             continue
         if kind == "dropout" and (target is None or not target.training):
             continue
@@ -89,7 +95,7 @@ class LinearisedGraph:
     def __init__(self, captured: CapturedGraph, x: torch.Tensor) -> None:
         why = linearisable(captured)
         if why is not None:
-            raise ValueError(f"not linearisable at {why}")  # caller checks linearisable()
+            raise InvalidInput(f"the model is not linearisable at {why}")
         self.captured = captured
         self.modules = dict(captured.graph_module.named_modules())
         self.in_shape = tuple(x.shape[1:])
@@ -138,10 +144,7 @@ class LinearisedGraph:
                 self.store[node.name] = idx
                 return value
             if node.kind == "batchnorm":
-                var = module.running_var if module.track_running_stats else None
-                if var is None:  # no running statistics: eval mode uses batch statistics
-                    raise ValueError(f"{node.module}: no running statistics")
-                scale = torch.rsqrt(var + module.eps)
+                scale = torch.rsqrt(module.running_var + module.eps)
                 if module.weight is not None:
                     scale = scale * module.weight
                 self.store[node.name] = scale.detach()
