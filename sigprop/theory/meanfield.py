@@ -42,6 +42,8 @@ from sigprop.theory.activations import Activation, get_activation
 from sigprop.validate import InvalidInput, nonneg_array
 
 __all__ = [
+    "FixedPointNotUnique",
+    "NoFixedPoint",
     "q_map",
     "q_star",
     "c_map",
@@ -193,8 +195,9 @@ def q_star(activation, sigma_w, sigma_b) -> np.ndarray:
 
     Vectorised safeguarded Newton iteration on V(q) − q with a bisection bracket (exact
     bound σ_w² sup φ² + σ_b² for bounded φ, a doubling scan otherwise); converges to
-    round-off. Raises ``ValueError`` where no finite fixed point exists or where every q
-    is a fixed point (homogeneous φ exactly at criticality with σ_b = 0).
+    round-off. Raises :class:`NoFixedPoint` where no finite fixed point exists and
+    :class:`FixedPointNotUnique` where every q is a fixed point (homogeneous φ exactly at
+    criticality with σ_b = 0); both are ``InvalidInput``.
     """
     act = get_activation(activation)
     sw, sb = np.broadcast_arrays(_sigma("sigma_w", sigma_w), _sigma("sigma_b", sigma_b))
@@ -206,16 +209,25 @@ def q_star(activation, sigma_w, sigma_b) -> np.ndarray:
 _FINITE, _DIVERGES, _NEUTRAL = 0, 1, 2
 
 
+class NoFixedPoint(InvalidInput):
+    """The variance map has no finite fixed point (q^l grows without bound with depth)."""
+
+
+class FixedPointNotUnique(InvalidInput):
+    """The variance map is the identity: every q is a fixed point (homogeneous φ at
+    criticality with σ_b = 0), so q* is not defined."""
+
+
 def _raise_status(act, status, sw, sb) -> None:
     if np.any(status == _DIVERGES):
         where = _first((("sigma_w", sw), ("sigma_b", sb)), status == _DIVERGES)
-        raise InvalidInput(
+        raise NoFixedPoint(
             f"no finite fixed point q* for {act.name} at {where}: the variance q^l grows "
             "without bound with depth (chaotic growth of the q-map)"
         )
     if np.any(status == _NEUTRAL):
         where = _first((("sigma_w", sw), ("sigma_b", sb)), status == _NEUTRAL)
-        raise InvalidInput(
+        raise FixedPointNotUnique(
             f"q* is not unique for {act.name} at {where}: the q-map is the identity "
             "(every q is a fixed point, q^l = q^0)"
         )
