@@ -29,8 +29,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--trust-pickle",
         action="store_true",
-        help="allow unpickling arbitrary objects (full nn.Module files); runs code from the "
-        "file, use only for files you trust",
+        help="allow unpickling arbitrary objects (full nn.Module files, .pt2 archives with "
+        "pickled parts); runs code from the file, use only for files you trust",
     )
     p.add_argument(
         "--strict",
@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sigprop.io import load_checkpoint
+    from sigprop.io import CheckpointError, load_checkpoint
 
     # load first: files rejected by their header never pay for importing torch
     ckpt = load_checkpoint(args.path, trust_pickle=args.trust_pickle, validate_values=False)
@@ -55,8 +55,12 @@ def run(args: argparse.Namespace) -> int:
         from sigprop.diagnostics.collapse import check_collapse
 
         report = check_collapse(ckpt, progress=args.progress)
-    except InvalidInput:
-        raise  # sigprop's verdict on the file: unusable (exit 2)
+    except CheckpointError:
+        raise  # sigprop's verdict on the file: unusable (exit 2), message printable already
+    except InvalidInput as exc:
+        # the analysis' verdict on the file (exit 2); its message may quote names from the
+        # file, so it is made printable like every CheckpointError
+        raise CheckpointError(str(exc)) from None
     except ValueError as exc:  # from numpy/torch: a fault of the check, not of the file
         raise InternalError(f"{type(exc).__name__}: {exc}") from exc
     failed = not report.healthy or (args.strict and report.n_dead_units > 0)
@@ -77,7 +81,14 @@ def _pct(x: float | None) -> str:
 
 
 def format_report(report, fmt: str, layout: str, path: str) -> str:
-    """The human-readable table printed by ``sigprop check``."""
+    """The human-readable table printed by ``sigprop check``.
+
+    Every text that comes from the file (the path, layer names, notes) is printed through
+    :func:`sigprop.io.printable`, so a key name carrying terminal escape sequences or line
+    breaks cannot clear the screen or forge a line of the report.
+    """
+    from sigprop.io import printable as p
+
     rows = [("layer", "shape", "kept/total", "density", "effective", "dead units", "status")]
     for layer in report.layers:
         if layer.collapsed:
@@ -89,7 +100,7 @@ def format_report(report, fmt: str, layout: str, path: str) -> str:
         dead = f"{layer.n_dead}/{layer.units}" if report.effective_sparsity is not None else "-"
         rows.append(
             (
-                layer.name,
+                p(layer.name),
                 "x".join(str(s) for s in layer.shape),
                 f"{layer.kept}/{layer.total}",
                 _pct(layer.density),
@@ -99,7 +110,7 @@ def format_report(report, fmt: str, layout: str, path: str) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"{path}: {fmt} ({layout})"]
+    lines = [f"{p(path)}: {fmt} ({layout})"]
     for k, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if k == 0:
@@ -116,10 +127,11 @@ def format_report(report, fmt: str, layout: str, path: str) -> str:
             f"{len(report.dead_inputs)}/{report.input_units} inputs without a way out"
         )
     if report.collapsed_layers:
-        lines.append(f"collapsed layers    {', '.join(report.collapsed_layers)}")
+        lines.append(f"collapsed layers    {', '.join(map(p, report.collapsed_layers))}")
     if report.effectively_collapsed_layers:
-        lines.append(f"off-path layers     {', '.join(report.effectively_collapsed_layers)}")
+        names = ", ".join(map(p, report.effectively_collapsed_layers))
+        lines.append(f"off-path layers     {names}")
     for note in report.notes:
-        lines.append(f"note: {note}")
+        lines.append(f"note: {p(note)}")
     lines.append("status: " + ("healthy" if report.healthy else "LAYER COLLAPSE / DISCONNECTED"))
     return "\n".join(lines)

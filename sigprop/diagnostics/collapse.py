@@ -428,8 +428,8 @@ def _as_numpy(x: Any, name: str, what: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         if x.is_complex():
             raise InvalidInput(f"layer {name!r}: {what} has complex dtype {x.dtype}")
-        if x.dtype == torch.bfloat16:
-            x = x.float()
+        if x.is_floating_point() and x.dtype not in (torch.float16, torch.float32, torch.float64):
+            x = x.float()  # bfloat16, float8: numpy has no such dtype (exact in float32)
         return x.detach().numpy()
     return np.asarray(x)
 
@@ -1178,7 +1178,7 @@ def check_collapse(
         nn = None
     if nn is not None and isinstance(model_or_layers, nn.Module):
         return _from_module(model_or_layers, notes, progress)
-    if hasattr(model_or_layers, "weight_layers") and hasattr(model_or_layers, "format"):
+    if hasattr(model_or_layers, "layer_tensors") and hasattr(model_or_layers, "format"):
         return _from_checkpoint(model_or_layers, progress)
     if isinstance(model_or_layers, (str, bytes)) or not isinstance(model_or_layers, Iterable):
         raise InvalidInput(
@@ -1230,4 +1230,13 @@ def _from_checkpoint(ckpt: Any, progress: bool) -> CollapseReport:
             return _analyse(g, [layer for layer, _, _ in g.layers], "export", notes, progress)
     if getattr(ckpt, "module", None) is not None:
         return _from_module(ckpt.module, notes, progress)
-    return _from_chain(list(ckpt.weight_layers()), notes, progress)
+    layers = [
+        WeightLayer(
+            t.name,
+            t.weight,
+            t.mask,
+            offset=dct_offset_connectivity(t.shape) if t.dct_offset else None,
+        )
+        for t in ckpt.layer_tensors()
+    ]
+    return _from_chain(layers, notes, progress)

@@ -39,6 +39,7 @@ from sigprop.prune.masks import (
     prunable_layers,
     schedule,
     select,
+    tied_layers,
     to_torch_prune,
 )
 from sigprop.prune.scores import (
@@ -84,6 +85,7 @@ __all__ = [
     "short_train",
     "snip_scores",
     "synflow_scores",
+    "tied_layers",
     "to_torch_prune",
 ]
 
@@ -227,6 +229,9 @@ def prune_at_init(
         if scope is not None:
             kwargs["scope"] = scope
         masks, info = _TRAINED[method](model, density, data, progress=progress, **kwargs)
+        for name, owner in tied_layers(model).items():  # one mask per weight tensor
+            if owner in masks:
+                masks[name] = masks[owner]
         apply(model, masks)
         used = scope or ("layer" if method == "kstarts" else "global")
         return PruneResult(method, density, used, 0, density_report(model), info)
@@ -240,7 +245,11 @@ def prune_at_init(
     dense = set(dense_layers)
     if dense - set(masks):
         raise InvalidInput(f"dense_layers {sorted(dense - set(masks))} are not prunable layers")
-    pruned = [n for n in masks if n not in dense]
+    # a weight tensor shared by several layers is ranked once, under its first layer's name,
+    # and every layer holding it gets that mask
+    tied = tied_layers(model)
+    dense = {tied.get(n, n) for n in dense}
+    pruned = [n for n in masks if n not in dense and n not in tied]
     if not pruned:
         raise InvalidInput("every prunable layer is in dense_layers; nothing to prune")
     start = sum(int(masks[n].sum()) for n in pruned) / sum(masks[n].numel() for n in pruned)
@@ -254,7 +263,7 @@ def prune_at_init(
     for i, d in enumerate(
         tqdm(densities, desc=method, disable=not progress or n_rounds == 1, leave=False)
     ):
-        scores = session.scores()
+        scores = {n: s for n, s in session.scores().items() if n not in tied}
         if i == 0 and d < start:
             _check_informative(scores, masks, dense, method)
         masks = select(
@@ -263,8 +272,9 @@ def prune_at_init(
             scope=scope,
             current=masks,
             min_per_layer=min_per_layer,
-            dense=dense_layers,
+            dense=dense,
         )
+        masks.update({name: masks[owner] for name, owner in tied.items()})
         if session.model is not model or len(densities) > 1:
             session.set_masks(masks)
     apply(model, masks)

@@ -46,6 +46,7 @@ __all__ = [
     "prunable_layers",
     "schedule",
     "select",
+    "tied_layers",
     "to_torch_prune",
     "validate_mask",
 ]
@@ -187,6 +188,24 @@ def attach_masks(
         module.register_forward_pre_hook(_masked_forward_pre_hook)
         attached.append(f"{mod_name}.weight" if mod_name else "weight")
     return attached
+
+
+def tied_layers(model: nn.Module) -> dict[str, str]:
+    """Prunable layers whose weight is the very tensor of an earlier prunable layer (tied
+    weights): ``{key: key of the first layer holding that weight}``.
+
+    A mask belongs to a weight tensor, not to a module: :func:`prune_at_init` ranks a shared
+    weight once and gives every layer that holds it the same mask, and :func:`apply` refuses
+    different masks for them (each would zero the shared weight where it prunes, leaving
+    the intersection).
+    """
+    first: dict[int, str] = {}
+    out: dict[str, str] = {}
+    for key, module in prunable_layers(model).items():
+        owner = first.setdefault(id(module.weight), key)
+        if owner != key:
+            out[key] = owner
+    return out
 
 
 def current_masks(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -432,6 +451,8 @@ def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     ``masks`` maps parameter names (``"<module>.weight"``) to bool or 0/1 tensors of the
     weight's shape; layers not named keep their mask. Every mask is validated (known layer,
     shape, binary, no NaN) before anything is written, so a bad mask changes nothing.
+    Layers sharing one weight tensor (:func:`tied_layers`) all get the mask given for any of
+    them; different masks for them raise ``ValueError``.
     """
     layers = require_prunable(model)
     checked = {}
@@ -441,6 +462,21 @@ def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
                 f"{name!r} is not a prunable weight of this model; prunable: {', '.join(layers)}"
             )
         checked[name] = validate_mask(mask, layers[name].weight.shape, name)
+    groups: dict[str, list[str]] = {}
+    for name, owner in tied_layers(model).items():
+        groups.setdefault(owner, [owner]).append(name)
+    for members in groups.values():
+        given = [n for n in members if n in checked]
+        if not given:
+            continue
+        mask = checked[given[0]]
+        for other in given[1:]:
+            if not torch.equal(checked[other].to(mask.device), mask):
+                raise InvalidInput(
+                    f"layers {given[0]!r} and {other!r} share one weight tensor but were given "
+                    "different masks"
+                )
+        checked.update(dict.fromkeys(members, mask))
     with torch.no_grad():
         for name, mask in checked.items():
             module = layers[name]
@@ -494,14 +530,19 @@ class DensityReport:
 
 
 def density_report(model: nn.Module) -> DensityReport:
-    """Count the kept weights of every prunable layer of ``model`` (from ``weight_mask``)."""
+    """Count the kept weights of every prunable layer of ``model`` (from ``weight_mask``).
+
+    Every layer is listed; the model totals count a weight tensor shared by several layers
+    (:func:`tied_layers`) once.
+    """
     rows = []
     for name, module in require_prunable(model).items():
         kept = int((module.weight_mask != 0).sum())
         total = module.weight_mask.numel()
         rows.append(LayerDensity(name, tuple(module.weight.shape), kept, total, kept / total))
-    kept = sum(r.kept for r in rows)
-    total = sum(r.total for r in rows)
+    tied = tied_layers(model)
+    kept = sum(r.kept for r in rows if r.name not in tied)
+    total = sum(r.total for r in rows if r.name not in tied)
     return DensityReport(
         layers=tuple(rows),
         kept=kept,

@@ -1,9 +1,11 @@
 """Reliability: a corpus of bad files, each refused by ``sigprop check`` with exit status 2
-and a one-line reason, without a traceback, through the real entry point
-(``python -m sigprop check FILE``), and by ``load_checkpoint`` with a ``CheckpointError``.
+and a one-line reason, without a traceback, and by ``load_checkpoint`` with a
+``CheckpointError``.
 
-The corpus is generated in a temporary directory. The CLI runs are started concurrently
-(one process per file) so the corpus costs about one torch import of wall time per core.
+The corpus is generated in a temporary directory. Each CLI run is a forked child of the test
+process running ``sigprop.cli.main`` (the security harness), so a case costs milliseconds
+instead of a torch import; one case also goes through the real entry point
+(``python -m sigprop check FILE``).
 """
 
 from __future__ import annotations
@@ -142,25 +144,32 @@ def _build_corpus(tmp):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
+    from tests.security.harness import run_cli
+
     tmp = tmp_path_factory.mktemp("bad")
     cases, marker = _build_corpus(tmp)
+    results = {}
+    for name, (path, _) in cases.items():
+        out = run_cli(["check", str(path)], timeout=60)
+        results[name] = (out.status, out.stdout, out.stderr)
+    return cases, results, marker
+
+
+def test_real_entry_point_refuses_a_hostile_pickle(corpus):
+    cases, _, marker = corpus
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("SIGPROP_DEBUG", None)
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "sigprop", "check", str(path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for name, (path, _) in cases.items()
-    }
-    results = {}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=300)
-        results[name] = (proc.returncode, out, err)
-    return cases, results, marker
+    proc = subprocess.run(
+        [sys.executable, "-m", "sigprop", "check", str(cases["hostile pickle"][0])],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sigprop check: error: ")
+    assert "refusing to unpickle" in lines[0] and not marker.exists()
 
 
 CASES = [
