@@ -2,9 +2,9 @@
 
 A config comes from someone else, so it is read as hostile input: at most
 :data:`MAX_CONFIG_BYTES` bytes of a regular file (never a FIFO or a device), UTF-8, arrays
-and inline tables nested at most :data:`MAX_CONFIG_DEPTH` deep — checked on the text before
-``tomllib`` sees it (a lexer-level scan that skips strings and comments), and on the parsed
-tables (dotted keys nest without brackets) — then every field is checked with
+and tables nested at most :data:`MAX_CONFIG_DEPTH` deep — checked on the text before
+``tomllib`` sees it (a lexer-level scan that skips strings and comments, for brackets and
+dotted keys), and again on the parsed tables — then every field is checked with
 :mod:`sigprop.validate`. Anything wrong raises :class:`~sigprop.validate.InvalidInput`
 (:class:`~sigprop.validate.InvalidType` for a wrong type) naming the field.
 """
@@ -87,12 +87,21 @@ def read_regular_file(path: str | os.PathLike, limit: int, what: str) -> bytes:
     return data
 
 
-def _bracket_depth(text: str) -> int:
-    """Deepest nesting of ``[``/``{`` outside strings and comments (a closer without its
-    opener cannot hide depth: the measure is the largest rise of the running count)."""
-    code = np.frombuffer(_TOML_OPAQUE.sub(" ", text).encode(), dtype=np.uint8)
+# a dotted key of more than MAX_CONFIG_DEPTH parts, once strings are blanked to "s"
+_DOTTED = re.compile(r"(?:[A-Za-z0-9_-]+[ \t]*\.[ \t]*){" + str(MAX_CONFIG_DEPTH) + ",}")
+
+
+def _too_deep(text: str) -> bool:
+    """Whether ``text`` nests arrays/tables deeper than :data:`MAX_CONFIG_DEPTH`: brackets
+    outside strings and comments (a closer without its opener cannot hide depth: the
+    measure is the largest rise of the running count), or a dotted key of more parts
+    (``tomllib`` takes time quadratic in their number)."""
+    blanked = _TOML_OPAQUE.sub("s", text)
+    if _DOTTED.search(blanked):
+        return True
+    code = np.frombuffer(blanked.encode(), dtype=np.uint8)
     if code.size == 0:
-        return 0
+        return False
     step = (
         (code == ord("[")).astype(np.int64)
         + (code == ord("{"))
@@ -100,7 +109,7 @@ def _bracket_depth(text: str) -> int:
         - (code == ord("}"))
     )
     running = np.concatenate(([0], np.cumsum(step)))
-    return int(np.max(running - np.minimum.accumulate(running)))
+    return int(np.max(running - np.minimum.accumulate(running))) > MAX_CONFIG_DEPTH
 
 
 def _value_depth(value: Any) -> int:
@@ -139,7 +148,7 @@ def parse_config(data: bytes | str, source: str = "sweep config") -> dict:
             raise InvalidInput(f"{source} is larger than {MAX_CONFIG_BYTES} characters")
     else:
         raise InvalidType(f"a sweep config is text or bytes, got {type(data).__name__}")
-    if _bracket_depth(text) > MAX_CONFIG_DEPTH:
+    if _too_deep(text):
         raise InvalidInput(f"{source}: arrays or tables nested deeper than {MAX_CONFIG_DEPTH}")
     try:
         config = tomllib.loads(text)

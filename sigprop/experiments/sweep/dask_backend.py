@@ -107,20 +107,26 @@ class DaskExecutor:
     connected ``distributed.Client`` (left open)."""
 
     def __init__(self, run, scheduler, torch_threads, *, allow_import=False, timeout=10.0):
+        self.run, self.torch_threads, self.allow_import = run, torch_threads, allow_import
+        self.own = isinstance(scheduler, str)
+        if self.own:  # checked and probed before distributed is even imported
+            address = check_address(scheduler)
+            probe_scheduler(address, timeout)
         try:
             from distributed import Client, as_completed
         except ImportError:  # pragma: no cover - dask is an optional extra
             raise InvalidInput(
                 "a Dask scheduler needs dask.distributed: pip install 'sigprop[dask]'"
             ) from None
-        self.run, self.torch_threads, self.allow_import = run, torch_threads, allow_import
-        self.own = not isinstance(scheduler, Client)
         if self.own:
-            address = check_address(scheduler)
-            probe_scheduler(address, timeout)
             self.client = Client(address, timeout=timeout, set_as_default=False)
-        else:
+        elif isinstance(scheduler, Client):
             self.client = scheduler
+        else:
+            raise InvalidType(
+                f"scheduler must be an address or a distributed.Client, got "
+                f"{type(scheduler).__name__}"
+            )
         self.name = f"dask:{self.client.scheduler.address}"
         self.futures: set = set()
         self.completed = as_completed(loop=self.client.loop)
