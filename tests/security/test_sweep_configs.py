@@ -139,6 +139,14 @@ def test_module_path_needs_the_opt_in_and_then_a_real_path(tmp_path, canary):
 # ------------------------------------------------------------------ config file itself
 
 
+def test_toml_errors_name_the_position(tmp_path, canary):
+    config = _config(tmp_path, 'run = "mean_field"\n[grid]\nsigma_w = [1.0,\n', canary)
+    assert_refused(["sweep", str(config), "--no-progress"], cwd=tmp_path,
+                   match="not valid TOML")  # fmt: skip
+    with pytest.raises(InvalidInput, match=r"line 2, column 9"):
+        parse_config('run = "mean_field"\nsigma = \n')
+
+
 def test_config_that_is_a_fifo_a_directory_or_a_device(tmp_path):
     fifo = tmp_path / "fifo.toml"
     os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
