@@ -7,7 +7,8 @@
                :class:`PreactivationRecorder`, :class:`JacobianRecorder`, :class:`DensityRecorder`
 ``sweep``      :class:`Sweep`, :func:`run_sweep` (local processes or Dask, resumable),
                :func:`load_results`, :func:`summary_table`
-``runs``       the named runs a sweep calls: ``mean_field``, ``train_pruned``, ``signal_flow``
+``runs``       the named runs a sweep calls: ``mean_field``, ``train_pruned`` (its
+               configuration :class:`TrainPrunedConfig`), ``signal_flow``
 
 The names above are importable from this package directly; they are loaded on first use, so
 ``import sigprop.experiments`` stays cheap (torch is imported only when needed).
@@ -54,6 +55,7 @@ _EXPORTS = {
     "run_key": "sweep",
     "RUNS": "runs",
     "get_run": "runs",
+    "TrainPrunedConfig": "runs",
     "approximate_isometry_": "isometry",
     "isometry_penalty": "isometry",
     "IsometryResult": "isometry",

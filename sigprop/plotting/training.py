@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from sigprop.validate import InvalidInput
+from sigprop.validate import InvalidInput, InvalidType
 
 __all__ = ["plot_accuracy_vs_density", "plot_learning_curves", "plot_recorder"]
 
@@ -146,21 +146,24 @@ def plot_accuracy_vs_density(
 ) -> Path:
     """Accuracy against density, one line per method, mean ± standard deviation over seeds.
 
-    ``rows`` are sweep rows (``sigprop.experiments.sweep.load_results``) or the path of a
-    results file. Only ``ok`` rows count; the latest row of each run key is used. ``group``
-    is the parameter that makes the lines (default ``"method"``); ``x`` is a parameter or a
-    result key (``"density"``, ``"density_actual"``, ``"effective_density"``), drawn on a
-    log axis; ``where`` keeps rows whose parameters equal the given values (e.g.
-    ``{"depth": 8}``). ``dense`` draws the dense baseline's accuracy as a horizontal line.
-    Points are means over the rows sharing (group, x) — the seeds — with sample standard
-    deviations as error bars.
+    ``rows`` are sweep rows as plain dicts (``key``, ``status``, ``params``, ``result``), one
+    per run: the experiments side loads and deduplicates them
+    (``sigprop.experiments.sweep.plot_accuracy_vs_density`` takes a results file). Only
+    ``ok`` rows count. ``group`` is the parameter that makes the lines (default
+    ``"method"``); ``x`` is a parameter or a result key (``"density"``,
+    ``"density_actual"``, ``"effective_density"``), drawn on a log axis; ``where`` keeps
+    rows whose parameters equal the given values (e.g. ``{"depth": 8}``). ``dense`` draws
+    the dense baseline's accuracy as a horizontal line. Points are means over the rows
+    sharing (group, x) — the seeds — with sample standard deviations as error bars.
     """
-    from sigprop.experiments.sweep import latest_rows, load_results
     from sigprop.plotting.report import METHOD_COLORS, figure, save, style
 
-    if isinstance(rows, str | os.PathLike):
-        rows = load_results(rows)
-    rows = [r for r in latest_rows(rows).values() if r.get("status") == "ok"]
+    if isinstance(rows, str | bytes | os.PathLike) or not isinstance(rows, Iterable):
+        raise InvalidType(
+            "rows must be a list of sweep rows (load a results file with "
+            "sigprop.experiments.sweep.load_results)"
+        )
+    rows = [r for r in rows if isinstance(r, Mapping) and r.get("status") == "ok"]
     where = dict(where or {})
     rows = [r for r in rows if all(r["params"].get(k) == v for k, v in where.items())]
     points: dict[str, dict[float, list[float]]] = {}

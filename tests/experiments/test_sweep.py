@@ -34,6 +34,7 @@ MF = Sweep(
     fixed={"sigma_b": 0.1},
 )
 MF_FAILING = 4  # 3 x 'nope' + relu at sigma_w = 1.5
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _strip(row):
@@ -153,8 +154,7 @@ def test_toml_config(tmp_path):
 
 
 def test_example_config_is_valid():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    sweep = Sweep.from_toml(os.path.join(root, "examples", "sweep.toml"))
+    sweep = Sweep.from_toml(os.path.join(ROOT, "examples", "sweep.toml"))
     assert sweep.run in runs.RUNS and len(sweep.points()) > 1
 
 
@@ -276,38 +276,36 @@ def _wait_rows(path, n, proc, timeout=90):
 
 
 def test_dask_sweep_resumes_after_the_driver_is_killed(tmp_path, cluster):
-    # real training runs (digits MLP, 1 epoch) so the sweep takes long enough to be killed
+    # runs that sleep 1 s (no torch to import on the workers: seconds, not tens of seconds,
+    # under load), so the sweep of six runs on two workers is killed after two or three rows
     config = tmp_path / "s.toml"
     config.write_text(
         textwrap.dedent(
             """
-            run = "train_pruned"
+            run = "tests.experiments.sweep_runs:nap"
             [fixed]
-            width = 32
-            depth = 3
-            epochs = 1
+            seconds = 1.0
             [grid]
-            method = ["random"]
-            density = [0.5, 0.2, 0.1]
-            seed = [0, 1]
+            i = [0, 1, 2, 3, 4, 5]
             """
         )
     )
     out = tmp_path / "r.jsonl"
     cmd = [sys.executable, "-m", "sigprop", "sweep", str(config), "--out", str(out),
-           "--scheduler", cluster.scheduler_address, "--no-progress"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "--scheduler", cluster.scheduler_address, "--no-progress", "--allow-import"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     _wait_rows(out, 2, proc)
     assert proc.poll() is None, "the sweep finished before it could be interrupted"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     done_before = load_results(out)
     assert 2 <= len(done_before) < 6
-    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert resumed.returncode == 0, resumed.stderr
     rows = load_results(out)
     keys = [r["key"] for r in rows]
-    sweep = Sweep.from_toml(config)
+    sweep = Sweep.from_toml(config, allow_import=True)
     expected = {run_key(sweep.run, p) for p in sweep.points()}
     assert len(keys) == len(set(keys)) == 6  # no duplicated row
     assert set(keys) == expected  # no lost row
@@ -374,7 +372,7 @@ def test_signal_flow_run_tracks_the_masked_q_map():
 
 
 def test_accuracy_vs_density_plot(tmp_path):
-    from sigprop.plotting.training import plot_accuracy_vs_density
+    from sigprop.experiments.sweep import plot_accuracy_vs_density
 
     rows = [
         {"key": f"k{m}{d}{s}", "status": "ok", "params": {"method": m, "density": d, "seed": s},
