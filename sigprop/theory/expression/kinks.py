@@ -1,0 +1,235 @@
+"""The kinks of a checked expression: the real points where abs, sign, heaviside, max or min
+switches branch, found exactly from the tree.
+
+A switching condition s(x) = t (``abs(s)``, ``sign(s)``, ``heaviside(s)``: s = 0;
+``max(a, b)``/``min(a, b)``: a − b = 0) is solved by peeling the tree: a constant shift or
+factor moves to the right-hand side, a strictly monotone function (``exp``, ``log``,
+``tanh``, ``erf``, ``erfc``, ``atan``, ``asinh``, ``sinh``, ``sigmoid``, ``softplus``,
+``sqrt``) is inverted on its range, an even one (``cosh``, ``abs``, even powers) gives
+both branches, and a polynomial of degree ≤ 4 in x is solved exactly (closed form up to
+degree 2, sympy's real-root isolation on the exact rational coefficients above). Anything
+else (``sin(x) = 0`` has infinitely many solutions) is refused: the quadrature must know
+every kink to stay accurate. Every step is a bounded computation; nothing is searched.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special
+
+from sigprop.theory.expression.grammar import ExpressionError, Node, unparse
+from sigprop.theory.expression.jets import evaluate
+
+__all__ = ["find_kinks"]
+
+#: Degree up to which a polynomial switching condition is solved.
+MAX_POLY_DEGREE = 4
+
+#: strictly increasing / decreasing functions: name -> (open range, inverse)
+_MONOTONE = {
+    "exp": ((0.0, math.inf), math.log),
+    "log": ((-math.inf, math.inf), math.exp),
+    "tanh": ((-1.0, 1.0), math.atanh),
+    "erf": ((-1.0, 1.0), lambda t: float(special.erfinv(t))),
+    "erfc": ((0.0, 2.0), lambda t: float(special.erfcinv(t))),
+    "atan": ((-math.pi / 2, math.pi / 2), math.tan),
+    "asinh": ((-math.inf, math.inf), math.sinh),
+    "sinh": ((-math.inf, math.inf), math.asinh),
+    "sigmoid": ((0.0, 1.0), lambda t: math.log(t / (1.0 - t))),
+    "softplus": ((0.0, math.inf), lambda t: math.log(math.expm1(t))),
+}
+
+
+class _Unsolvable(Exception):
+    pass
+
+
+def find_kinks(tree: Node, text: str) -> tuple[float, ...]:
+    """Sorted kinks of ``tree``; :class:`ExpressionError` where a switching condition is not
+    one this module can solve exactly."""
+    points: set[float] = set()
+    for node in tree.walk():
+        if node.op != "call" or not node.has_x:
+            continue
+        try:
+            if node.value in ("abs", "sign", "heaviside"):
+                points |= _solve(node.args[0], 0.0)
+            elif node.value in ("max", "min"):
+                points |= _switch(*node.args)
+        except (_Unsolvable, OverflowError, ValueError, ZeroDivisionError):
+            raise ExpressionError(
+                f"cannot locate the kinks of activation {text!r} (where {unparse(node)} "
+                "switches branch); use Activation.from_callable with explicit kinks"
+            ) from None
+    return tuple(sorted({float(p) + 0.0 for p in points if math.isfinite(p)}))  # no -0.0
+
+
+def _switch(a: Node, b: Node) -> set[float]:
+    """Solutions of a(x) = b(x)."""
+    if not b.has_x:
+        return _solve(a, b.const)
+    if not a.has_x:
+        return _solve(b, a.const)
+    pa, pb = _poly(a), _poly(b)
+    if pa is None or pb is None:
+        raise _Unsolvable
+    n = max(len(pa), len(pb))
+    diff = np.zeros(n)
+    diff[: len(pa)] += pa
+    diff[: len(pb)] -= pb
+    return _poly_roots(diff, 0.0)
+
+
+def _solve(node: Node, t: float) -> set[float]:
+    """All real x with f(x) = t, f the function of ``node`` (which contains x)."""
+    if not math.isfinite(t):
+        return set()
+    poly = _poly(node)
+    if poly is not None:
+        return _poly_roots(poly, t)
+    op = node.op
+    if op == "neg":
+        return _solve(node.args[0], -t)
+    if op in ("add", "sub", "mul", "div"):
+        a, b = node.args
+        if op == "add":
+            return _solve(b, t - a.const) if not a.has_x else _solve(a, t - _const(b))
+        if op == "sub":
+            return _solve(b, a.const - t) if not a.has_x else _solve(a, t + _const(b))
+        if op == "mul":
+            k, other = (a.const, b) if not a.has_x else (_const(b), a)
+            if k == 0:
+                raise _Unsolvable
+            return _solve(other, t / k)
+        if not b.has_x:  # a / k
+            return _solve(a, t * b.const)
+        if a.has_x or a.const == 0:  # u / v, or 0 / v
+            raise _Unsolvable
+        return set() if t == 0 else _solve(b, a.const / t)  # k / v
+    if op == "pow":
+        return _solve_power(node.args[0], node.args[1].const, t)
+    name = node.value
+    if name in ("max", "min"):
+        return _solve_extremum(node, t)
+    (u,) = node.args
+    if name in _MONOTONE:
+        (lo, hi), inverse = _MONOTONE[name]
+        return _solve(u, inverse(t)) if lo < t < hi else set()
+    if name == "sqrt":
+        return _solve(u, t * t) if t >= 0 else set()
+    if name == "cosh":
+        if t < 1:
+            return set()
+        r = math.acosh(t)
+        return _solve(u, r) | _solve(u, -r)
+    if name == "abs":
+        if t < 0:
+            return set()
+        return _solve(u, t) | _solve(u, -t)
+    raise _Unsolvable  # sin, cos, sign, heaviside
+
+
+def _const(node: Node) -> float:
+    if node.has_x:
+        raise _Unsolvable  # a sum or product of two non-polynomial terms in x
+    return node.const
+
+
+def _solve_power(v: Node, p: float, t: float) -> set[float]:
+    if float(p).is_integer():
+        n = int(p)
+        if n < 0:
+            return set() if t == 0 else _solve_power(v, -n, 1.0 / t)
+        if n % 2:
+            return _solve(v, math.copysign(abs(t) ** (1.0 / n), t))
+        if t < 0:
+            return set()
+        r = t ** (1.0 / n)
+        return _solve(v, r) | _solve(v, -r)
+    if t < 0 or (t == 0 and p < 0):
+        return set()
+    return _solve(v, t ** (1.0 / p))
+
+
+def _solve_extremum(node: Node, t: float) -> set[float]:
+    """max(a, b) = t: a = t where b ≤ t, or b = t where a ≤ t (min: ≥)."""
+    a, b = node.args
+    sign = 1.0 if node.value == "max" else -1.0
+    out: set[float] = set()
+    for this, other in ((a, b), (b, a)):
+        if not this.has_x:
+            continue
+        for x0 in _solve(this, t):
+            o = other.const if not other.has_x else float(evaluate(other, np.float64(x0)))
+            if sign * (o - t) <= 1e-12 * (1.0 + abs(t)):
+                out.add(x0)
+    return out
+
+
+def _poly(node: Node) -> np.ndarray | None:
+    """Coefficients (ascending) when the sub-tree is a polynomial of degree ≤ 4 in x."""
+    if not node.has_x:
+        return np.array([node.const])
+    op = node.op
+    if op == "x":
+        return np.array([0.0, 1.0])
+    if op == "call":
+        return None
+    parts = [_poly(a) for a in node.args] if op != "pow" else [_poly(node.args[0])]
+    if any(p is None for p in parts):
+        return None
+    if op == "neg":
+        return -parts[0]
+    if op in ("add", "sub"):
+        a, b = parts
+        out = np.zeros(max(len(a), len(b)))
+        out[: len(a)] += a
+        out[: len(b)] += b if op == "add" else -b
+        return out
+    if op == "mul":
+        out = np.polynomial.polynomial.polymul(*parts)
+    elif op == "div":
+        if node.args[1].has_x:
+            return None
+        return parts[0] / node.args[1].const
+    else:  # pow
+        p = node.args[1].const
+        if not (float(p).is_integer() and 0 <= p <= MAX_POLY_DEGREE):
+            return None
+        out = np.polynomial.polynomial.polypow(parts[0], int(p))
+    return out if _degree(out) <= MAX_POLY_DEGREE else None
+
+
+def _degree(c: np.ndarray) -> int:
+    nz = np.flatnonzero(c)
+    return int(nz[-1]) if nz.size else 0
+
+
+def _poly_roots(coef: np.ndarray, t: float) -> set[float]:
+    c = np.array(coef, dtype=float)
+    c[0] -= t
+    d = _degree(c)
+    c = c[: d + 1]
+    if not np.all(np.isfinite(c)):
+        raise _Unsolvable
+    if d == 0:
+        return set()  # constant: no isolated switching point
+    if d == 1:
+        return {-c[0] / c[1]}
+    if d == 2:
+        a, b, cc = c[2], c[1], c[0]
+        disc = b * b - 4 * a * cc
+        if disc < 0:
+            return set()
+        q = -0.5 * (b + math.copysign(math.sqrt(disc), b))  # stable form
+        roots = {q / a}
+        if q != 0:
+            roots.add(cc / q)
+        return roots
+    import sympy  # real-root isolation on the exact binary values of the coefficients
+
+    x = sympy.Symbol("x", real=True)
+    poly = sympy.Poly([sympy.Rational(float(v)) for v in c[::-1]], x, domain="QQ")
+    return {float(r) for r in poly.real_roots()}
