@@ -138,7 +138,7 @@ def check_growth(b: Bounds) -> None:
     """Refuse growth of φ, φ′ or φ″ at the Gaussian scale or above, or polynomial growth
     above :data:`MAX_DEGREE`."""
     for label, s in (
-        ("it", b.mag),
+        ("the expression", b.mag),
         ("its first derivative", b.d1),
         ("its second derivative", b.d2),
     ):
