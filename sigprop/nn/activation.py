@@ -152,7 +152,9 @@ def _pair(a: Any, b: Any) -> tuple[Tensor, Tensor]:
 
 
 def _heaviside(u: Tensor) -> Tensor:
-    return torch.heaviside(u, torch.full((), 0.5, dtype=u.dtype, device=u.device))
+    # H(u) with H(0) = ½ and derivative 0 (torch.heaviside has no autograd formula)
+    one, half = torch.ones_like(u), torch.full_like(u, 0.5)
+    return torch.where(u > 0, one, torch.where(u < 0, torch.zeros_like(u), half))
 
 
 @functools.cache

@@ -37,18 +37,18 @@ def plot_phase_diagram(
     Returns the path as given. Raises ``InvalidInput`` (a ``ValueError``) for a bad grid,
     range or suffix (before any computation), ``OSError`` for an unwritable path.
     """
+    from sigprop.theory import get_activation, phase_diagram
+    from sigprop.theory.eoc import eoc_curve
+
+    act = get_activation(activation)  # refused activations never pay for matplotlib
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    from sigprop.theory import get_activation, phase_diagram
-    from sigprop.theory.eoc import eoc_curve
-
     path = os.fspath(path)
     fmt = _image_format(path)
-    act = get_activation(activation)
     grid = int(grid)
     if grid < 8 or grid > 2048:
         raise InvalidInput(f"grid must be between 8 and 2048 points per axis, got {grid}")

@@ -183,6 +183,8 @@ def _check_shape(root: ast.AST) -> None:
         elif isinstance(node, ast.Call):
             if node.keywords:
                 raise ExpressionError("keyword arguments are not allowed")
+            if isinstance(node.func, ast.Attribute):
+                raise ExpressionError("attribute access ('.') is not allowed")
             if not isinstance(node.func, ast.Name):
                 raise ExpressionError("only the listed functions can be called, by name")
             if any(isinstance(a, ast.Starred) for a in node.args):
@@ -279,7 +281,9 @@ def _fold(node: Node) -> Node:
     except (OverflowError, ZeroDivisionError, ValueError):
         v = None
     if v is None or isinstance(v, complex) or not math.isfinite(v):
-        raise ExpressionError(f"a constant part of the expression ({_describe(node)}) is not real")
+        raise ExpressionError(
+            f"a constant part of the expression ({_describe(node)}) is not a finite real number"
+        )
     if abs(v) > MAX_CONSTANT:
         raise ExpressionError(
             f"a constant part of the expression exceeds {MAX_CONSTANT:g} in magnitude"
@@ -288,9 +292,7 @@ def _fold(node: Node) -> Node:
 
 
 def _describe(node: Node) -> str:
-    return {"div": "division by zero?", "pow": "a power", "call": f"{node.value}(...)"}.get(
-        node.op, node.op
-    )
+    return unparse(node) if len(unparse(node)) <= 40 else unparse(node)[:37] + "..."
 
 
 def constant_value(op: str, name, vals: list[float]):
