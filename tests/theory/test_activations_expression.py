@@ -15,6 +15,15 @@ from scipy import special
 from sigprop.theory.activations import get_activation
 from sigprop.theory.expression import ExpressionError, parse_expression
 
+
+def _halving_abs(levels: int) -> str:
+    """|...||x − 2^(n−1)| − 2^(n−2)| ... − 1|: 2^n kinks from n nested abs."""
+    text = "x"
+    for k in range(levels - 1, -1, -1):
+        text = f"abs({text} - {2**k})"
+    return text
+
+
 X = np.concatenate([np.linspace(-7, 7, 141), [-1e-3, 1e-3]])
 
 
@@ -138,6 +147,9 @@ def test_expressions_match_registered_activations(text, name):
         ("max(2*x + 1, 3 - x)", (2 / 3,)),
         ("max(tanh(x), 2)", ()),  # tanh never reaches 2: max is the constant 2, no kink
         ("abs(x**2 + 1)", ()),
+        ("max((x - 1)**3, 0)", (1.0,)),  # peeled, not expanded: exact despite the triple root
+        ("abs((x - 0.1)**2)", ()),  # touches 0 without crossing: no kink
+        ("max(x**3 - 3*x + 1, 0)", tuple(sorted(2 * math.cos(a * math.pi / 9) for a in (2, 4, 8)))),
     ],
 )
 def test_kinks_are_solved_exactly(text, kinks):
@@ -185,6 +197,8 @@ def test_defined_everywhere_and_subgaussian_expressions_are_accepted(text):
         ("x**4*x**5", "degree"),
         ("max(sin(x), 0)", "cannot locate the kinks"),
         ("max(tanh(x), x/2)", "cannot locate the kinks"),
+        ("max(1e-300*x**4 + x**3 - x, 0)", "cannot locate the kinks"),  # a root near -1e300
+        (_halving_abs(15), "switches too often"),  # 2^15 kinks
         ("x - x", None),  # depends on x syntactically: accepted (φ ≡ 0)
         # log-sigmoid is defined everywhere, but sigmoid's interval [0, 1] reaches 0 (at
         # −∞) and the intervals do not know that the end point is not attained:

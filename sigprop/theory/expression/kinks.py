@@ -7,7 +7,7 @@ factor moves to the right-hand side, a strictly monotone function (``exp``, ``lo
 ``tanh``, ``erf``, ``erfc``, ``atan``, ``asinh``, ``sinh``, ``sigmoid``, ``softplus``,
 ``sqrt``) is inverted on its range, an even one (``cosh``, ``abs``, even powers) gives
 both branches, and a polynomial of degree ≤ 4 in x is solved exactly (closed form up to
-degree 2, sympy's real-root isolation on the exact rational coefficients above). Anything
+degree 2, bracketing between the critical points above). Anything
 else (``sin(x) = 0`` has infinitely many solutions) is refused: the quadrature must know
 every kink to stay accurate. Every step is a bounded computation; nothing is searched.
 """
@@ -15,6 +15,7 @@ every kink to stay accurate. Every step is a bounded computation; nothing is sea
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from scipy import special
@@ -42,14 +43,28 @@ _MONOTONE = {
 }
 
 
+#: Most solve steps for one expression (nested abs/cosh/even powers double the branches).
+MAX_STEPS = 4096
+
+
 class _Unsolvable(Exception):
     pass
+
+
+_STEPS = threading.local()  # solve steps taken for the expression being solved (per thread)
+
+
+def _spend() -> None:
+    _STEPS.n = getattr(_STEPS, "n", 0) + 1
+    if _STEPS.n > MAX_STEPS:
+        raise _Unsolvable
 
 
 def find_kinks(tree: Node, text: str) -> tuple[float, ...]:
     """Sorted kinks of ``tree``; :class:`ExpressionError` where a switching condition is not
     one this module can solve exactly."""
     points: set[float] = set()
+    _STEPS.n = 0
     for node in tree.walk():
         if node.op != "call" or not node.has_x:
             continue
@@ -58,10 +73,11 @@ def find_kinks(tree: Node, text: str) -> tuple[float, ...]:
                 points |= _solve(node.args[0], 0.0)
             elif node.value in ("max", "min"):
                 points |= _switch(*node.args)
-        except (_Unsolvable, OverflowError, ValueError, ZeroDivisionError):
+        except (_Unsolvable, OverflowError, ValueError, ZeroDivisionError, RuntimeError):
             raise ExpressionError(
                 f"cannot locate the kinks of activation {text!r} (where {unparse(node)} "
-                "switches branch); use Activation.from_callable with explicit kinks"
+                "switches branch, or it switches too often); use Activation.from_callable with explicit "
+                "kinks"
             ) from None
     return tuple(sorted({float(p) + 0.0 for p in points if math.isfinite(p)}))  # no -0.0
 
@@ -84,12 +100,20 @@ def _switch(a: Node, b: Node) -> set[float]:
 
 def _solve(node: Node, t: float) -> set[float]:
     """All real x with f(x) = t, f the function of ``node`` (which contains x)."""
+    _spend()
     if not math.isfinite(t):
         return set()
-    poly = _poly(node)
-    if poly is not None:
-        return _poly_roots(poly, t)
     op = node.op
+    if op in ("add", "sub", "mul") and all(a.has_x for a in node.args):
+        # x on both sides: only a polynomial can be solved (peeling first keeps the
+        # structure: (x − 1)**3 = 0 is solved as x − 1 = 0, not as an expanded cubic whose
+        # triple root float64 resolves only to eps^(1/3))
+        poly = _poly(node)
+        if poly is None:
+            raise _Unsolvable
+        return _poly_roots(poly, t)
+    if op == "x":
+        return {t}
     if op == "neg":
         return _solve(node.args[0], -t)
     if op in ("add", "sub", "mul", "div"):
@@ -120,12 +144,12 @@ def _solve(node: Node, t: float) -> set[float]:
     if name == "sqrt":
         return _solve(u, t * t) if t >= 0 else set()
     if name == "cosh":
-        if t < 1:
+        if t <= 1:  # cosh(u) = 1 is its minimum: touched, not crossed
             return set()
         r = math.acosh(t)
         return _solve(u, r) | _solve(u, -r)
     if name == "abs":
-        if t < 0:
+        if t <= 0:  # |u| = 0 touches without crossing; the kink of abs itself is walked too
             return set()
         return _solve(u, t) | _solve(u, -t)
     raise _Unsolvable  # sin, cos, sign, heaviside
@@ -144,7 +168,7 @@ def _solve_power(v: Node, p: float, t: float) -> set[float]:
             return set() if t == 0 else _solve_power(v, -n, 1.0 / t)
         if n % 2:
             return _solve(v, math.copysign(abs(t) ** (1.0 / n), t))
-        if t < 0:
+        if t <= 0:  # v^n = 0 for even n touches 0 without a sign change: no switch
             return set()
         r = t ** (1.0 / n)
         return _solve(v, r) | _solve(v, -r)
@@ -221,15 +245,41 @@ def _poly_roots(coef: np.ndarray, t: float) -> set[float]:
     if d == 2:
         a, b, cc = c[2], c[1], c[0]
         disc = b * b - 4 * a * cc
-        if disc < 0:
-            return set()
+        if disc <= 8e-16 * (b * b + abs(4 * a * cc)):
+            return set()  # no real root, or a double one (no sign change: not a kink)
         q = -0.5 * (b + math.copysign(math.sqrt(disc), b))  # stable form
         roots = {q / a}
         if q != 0:
             roots.add(cc / q)
         return roots
-    import sympy  # real-root isolation on the exact binary values of the coefficients
+    return _bracketed_roots(c)
 
-    x = sympy.Symbol("x", real=True)
-    poly = sympy.Poly([sympy.Rational(float(v)) for v in c[::-1]], x, domain="QQ")
-    return {float(r) for r in poly.real_roots()}
+
+def _bracketed_roots(c: np.ndarray) -> set[float]:
+    """Sign changes of the polynomial c (ascending, degree 3 or 4) on the real line.
+
+    The critical points (real roots of c′, by recursion down to the closed-form quadratic)
+    cut the line into intervals on which c is monotone; each interval between the Cauchy
+    bound's end points holds a root iff c changes sign on it, found by ``brentq`` to
+    float precision. Roots of even multiplicity (no sign change) are not kinks: a
+    switching condition that touches 0 without crossing it switches no branch.
+    """
+    from scipy.optimize import brentq
+
+    bound = 1.0 + float(np.max(np.abs(c[:-1] / c[-1])))  # Cauchy: every root is inside
+    if bound > 1e12:  # roots up to 1e12 away: not a kink of an activation, an ill-posed one
+        raise _Unsolvable
+    crit = [r for r in _poly_roots(np.polynomial.polynomial.polyder(c), 0.0) if abs(r) < bound]
+    edges = [-bound, *sorted(crit), bound]
+    roots: set[float] = set()
+    poly = np.polynomial.Polynomial(c)
+    for a, b in zip(edges[:-1], edges[1:]):
+        with np.errstate(all="ignore"):
+            fa, fb = float(poly(a)), float(poly(b))
+        if fa == 0.0:
+            roots.add(a)
+        elif fa * fb < 0:
+            with np.errstate(all="ignore"):
+                root = brentq(poly, a, b, xtol=1e-300, rtol=8.9e-16, maxiter=500)
+            roots.add(float(root))
+    return roots
