@@ -255,17 +255,32 @@ def _poly_roots(coef: np.ndarray, t: float) -> set[float]:
     return _bracketed_roots(c)
 
 
+def _bisect(poly, a: float, b: float, fa: float) -> float:
+    """The sign change of ``poly`` in [a, b] (fa = poly(a)), to adjacent float64 numbers."""
+    for _ in range(2200):  # enough to halve any float interval down to one ulp
+        m = a + 0.5 * (b - a)
+        if m in (a, b):
+            break
+        with np.errstate(all="ignore"):
+            fm = float(poly(m))
+        if fm == 0.0:
+            return m
+        if (fm < 0) == (fa < 0):
+            a, fa = m, fm
+        else:
+            b = m
+    return a if abs(fa) <= abs(float(poly(b))) else b
+
+
 def _bracketed_roots(c: np.ndarray) -> set[float]:
     """Sign changes of the polynomial c (ascending, degree 3 or 4) on the real line.
 
     The critical points (real roots of c′, by recursion down to the closed-form quadratic)
     cut the line into intervals on which c is monotone; each interval between the Cauchy
-    bound's end points holds a root iff c changes sign on it, found by ``brentq`` to
-    float precision. Roots of even multiplicity (no sign change) are not kinks: a
+    bound's end points holds a root iff c changes sign on it, found to
+    float precision (bisection to adjacent floats). Roots of even multiplicity (no sign change) are not kinks: a
     switching condition that touches 0 without crossing it switches no branch.
     """
-    from scipy.optimize import brentq
-
     bound = 1.0 + float(np.max(np.abs(c[:-1] / c[-1])))  # Cauchy: every root is inside
     if bound > 1e12:  # roots up to 1e12 away: not a kink of an activation, an ill-posed one
         raise _Unsolvable
@@ -279,7 +294,5 @@ def _bracketed_roots(c: np.ndarray) -> set[float]:
         if fa == 0.0:
             roots.add(a)
         elif fa * fb < 0:
-            with np.errstate(all="ignore"):
-                root = brentq(poly, a, b, xtol=1e-300, rtol=8.9e-16, maxiter=500)
-            roots.add(float(root))
+            roots.add(_bisect(poly, a, b, fa))
     return roots
