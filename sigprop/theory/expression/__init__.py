@@ -200,4 +200,8 @@ def _to_sympy(node: Node, sp, x):
         "sqrt": sp.sqrt,
         "tanh": sp.tanh,
     }[name]  # the closed allow-list of the grammar
+    if name in ("max", "min"):
+        # unevaluated: sympy's Max/Min simplification compares its arguments symbolically,
+        # seconds for a nested 128-node tree; the form is for display and cross-checks
+        return fn(*args, evaluate=False)
     return fn(*args)
