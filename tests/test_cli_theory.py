@@ -115,3 +115,30 @@ def test_unexpected_exception_is_an_internal_error(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("sigprop eoc: internal error (RuntimeError): solver exploded")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_eoc_expression_numbers_unchanged(capsys):
+    # the same EOC point as when expressions went through sympy (float64 round-off)
+    assert main(["eoc", "x/(1+abs(x))", "--sigma-b", "0.3", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["sigma_w"] == pytest.approx(1.897491772996471, rel=1e-12)
+    assert data["q_star"] == pytest.approx(0.5996412517892862, rel=1e-12)
+    assert main(["eoc", "max(x,0)+min(exp(x)-1,0)", "--sigma-b", "0.3", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["sigma_w"] == pytest.approx(1.263107845124147, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "expr, words",
+    [("x.__class__", "attribute access"), ("gamma(x)", "not allowed"), ("2x", "write products")],
+)
+def test_expression_errors_exit_2_with_one_line(expr, words, capsys):
+    assert main(["eoc", expr, "--sigma-b", "0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err and "Traceback" not in err
+
+
+def test_phase_rejects_a_divergent_expression_before_plotting(tmp_path, capsys):
+    out = tmp_path / "e.png"
+    assert main(["phase", "exp(x**2)", "--out", str(out), "--grid", "8"]) == 2
+    assert "exp(c|x|^2)" in capsys.readouterr().err and not out.exists()

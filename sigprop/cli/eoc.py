@@ -2,8 +2,9 @@
 
 Prints σ_w (and σ_w², q*, χ₁, ξ_q) on the edge of chaos (Poole et al. 2016, arXiv
 1606.05340; Schoenholz et al. 2017, arXiv 1611.01232). ACTIVATION is a registered name
-(``tanh``, ``leaky_relu:0.2``, ...) or a sympy expression in x (``"x*tanh(x)"``). Exit 2 with
-a one-line reason where no EOC exists (e.g. ReLU with σ_b > 0).
+(``tanh``, ``leaky_relu:0.2``, ...) or an expression in x (``"x*tanh(x)"``) of the safe
+language of :mod:`sigprop.theory.expression` (parsed, never evaluated as Python). Exit 2 with
+a one-line reason where no EOC exists (e.g. ReLU with σ_b > 0) or the expression is refused.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ def register(subparsers) -> None:
         description=(
             "Edge of chaos (chi1 = 1) for ACTIVATION at bias standard deviation SB. "
             "ACTIVATION: a registered name (linear, relu, leaky_relu[:alpha], tanh, "
-            "hard_tanh, erf, sigmoid, elu[:alpha], selu, gelu, silu, softplus) or a sympy "
-            "expression in x such as 'x*tanh(x)'. Exit 2 where no EOC exists."
+            "hard_tanh, erf, sigmoid, elu[:alpha], selu, gelu, silu, softplus) or an "
+            "expression in x such as 'x*tanh(x)' (x, numbers, pi, e, + - * / ** ^, and the "
+            "functions abs asinh atan cos cosh erf erfc exp heaviside log max min sigmoid "
+            "sign sin sinh softplus sqrt tanh). Exit 2 where no EOC exists."
         ),
     )
     p.add_argument("activation", metavar="ACTIVATION")

@@ -18,8 +18,18 @@ def register(subparsers) -> None:
             "xi_c over (sigma_w^2, sigma_b^2), the edge-of-chaos curve and q* contours."
         ),
     )
-    p.add_argument("activation", metavar="ACTIVATION")
-    p.add_argument("--out", required=True, metavar="FILE.png", help="output image file")
+    p.add_argument(
+        "activation",
+        metavar="ACTIVATION",
+        help="a registered name or an expression in x, as for 'sigprop eoc'",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE.png",
+        help="output image, written under exactly this name; the suffix picks the format "
+        "(.png, .pdf, .svg, ...; PNG without a suffix)",
+    )
     p.add_argument("--grid", type=int, default=256, metavar="N", help="N x N grid (default 256)")
     p.add_argument("--sigma-w2-max", type=float, default=4.0, help="largest sigma_w^2 (default 4)")
     p.add_argument(

@@ -30,13 +30,12 @@ Yang & Schoenholz 2017 (arXiv 1712.08969, §3, "reduced" residual nets) and Hayo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from sigprop.diagnostics.spec import ModelSpec
-from sigprop.validate import InvalidInput
+from sigprop.validate import InvalidInput, positive_float
 
 __all__ = ["Prediction", "input_moments", "predict"]
 
@@ -236,9 +235,9 @@ def predict(
             "the spec has parts the theory cannot map, so per-layer predictions would be "
             f"guesses: {', '.join(spec.unmapped)}"
         )
-    q0 = float(q0)
-    if not math.isfinite(q0) or q0 < 0:
-        raise InvalidInput(f"q0 (input second moment) must be finite and ≥ 0, got {q0}")
+    # q0 = 0 (all-zero inputs) makes every weight gradient of a bias-free stack zero, and the
+    # ratios, normalised by the last layer's, 0/0: refused rather than returned as NaN.
+    q0 = positive_float(q0, "q0 (input second moment (1/N_0)|x|^2; zero inputs carry no signal)")
     if c0 is not None:
         c0 = float(c0)
         if not -1.0 <= c0 <= 1.0:

@@ -84,7 +84,7 @@ def parse_activation_spec(spec: Any) -> tuple[str, dict[str, float]]:
     ``spec`` is a registered name (or alias: ``identity``, ``hardtanh``, ``swish``,
     ``leakyrelu``), ``"name:value"`` for the one-parameter activations (``leaky_relu``,
     ``elu``), a theory ``Activation`` (its ``torch_name`` and ``params`` are used), or a
-    sympy expression in ``x`` that ``sigprop.theory.get_activation`` accepts (then
+    expression in ``x`` that ``sigprop.theory.get_activation`` accepts (then
     ``name`` is the expression and ``params`` is empty). Raises ``ValueError`` naming the
     choices for an unknown name, a parameter given to an activation without one, or a
     non-finite parameter.
@@ -134,33 +134,77 @@ def _check_params(name: str, params: dict[str, float]) -> dict[str, float]:
 
 
 def _expression(text: str | None, theory_activation: Any) -> tuple[str, dict[str, float]]:
-    """Validate a sympy-expression activation through the theory registry and check that
-    it evaluates in torch; return ``(expression, {})``."""
+    """Validate an expression activation through the theory registry and check that it
+    evaluates in torch; return ``(expression, {})``."""
     if not text:
         raise InvalidInput(f"activation {theory_activation!r} has neither a torch twin nor a name")
-    _expression_fn(text)  # raises ValueError if the theory or torch cannot use it
+    _expression_fn(text)  # InvalidInput if the theory or torch cannot use it
     return text, {}
+
+
+def _pair(a: Any, b: Any) -> tuple[Tensor, Tensor]:
+    """Both operands as tensors (one of them may be a Python float constant)."""
+    like = a if isinstance(a, Tensor) else b
+    return (
+        torch.as_tensor(a, dtype=like.dtype, device=like.device),
+        torch.as_tensor(b, dtype=like.dtype, device=like.device),
+    )
+
+
+def _heaviside(u: Tensor) -> Tensor:
+    # H(u) with H(0) = ½ and derivative 0 (torch.heaviside has no autograd formula)
+    one, half = torch.ones_like(u), torch.full_like(u, 0.5)
+    return torch.where(u > 0, one, torch.where(u < 0, torch.zeros_like(u), half))
+
+
+@functools.cache
+def _torch_ops():
+    """The torch operations of the expression language (same formulas as its numpy ops)."""
+    from sigprop.theory.expression import Ops
+
+    return Ops(
+        exp=torch.exp,
+        log=torch.log,
+        sqrt=torch.sqrt,
+        tanh=torch.tanh,
+        sinh=torch.sinh,
+        cosh=torch.cosh,
+        sin=torch.sin,
+        cos=torch.cos,
+        atan=torch.atan,
+        asinh=torch.asinh,
+        erf=torch.erf,
+        erfc=torch.erfc,
+        abs=torch.abs,
+        sign=torch.sign,
+        heaviside=_heaviside,
+        maximum=lambda a, b: torch.maximum(*_pair(a, b)),
+        minimum=lambda a, b: torch.minimum(*_pair(a, b)),
+        sigmoid=torch.sigmoid,
+        softplus=_softplus,
+        power=torch.pow,
+    )
 
 
 @functools.lru_cache(maxsize=64)
 def _expression_fn(text: str) -> Callable[[Tensor], Tensor]:
-    import sympy
+    """φ of an expression activation in torch: the checked tree of the theory's expression
+    language (:mod:`sigprop.theory.expression`) walked with torch operations, so the text is
+    never evaluated and torch computes the formula the theory computes."""
+    from sigprop.theory import get_activation  # numpy only, imported on demand
+    from sigprop.theory.expression import parse_expression
 
-    from sigprop.theory import get_activation  # numpy/sympy only, imported on demand
+    get_activation(text)  # InvalidInput naming the registered choices and the broken rule
+    expr = parse_expression(text)
+    ops = _torch_ops()
 
-    act = get_activation(text)  # ValueError naming the registered choices if unusable
-    if act.sympy_expr is None:
-        raise InvalidInput(f"activation {text!r} has no symbolic form to build a torch twin from")
-    (symbol,) = act.sympy_expr.free_symbols
-    try:
-        fn = sympy.lambdify(symbol, act.sympy_expr, modules="torch")
-        probe = fn(torch.linspace(-3.0, 3.0, 13, dtype=torch.float64))
-    except Exception as exc:  # sympy/torch raise many types for unsupported functions
-        raise InvalidInput(
-            f"activation expression {text!r} cannot be evaluated in torch ({type(exc).__name__})"
-        ) from None
-    if not isinstance(probe, Tensor) or probe.shape != (13,):
-        raise InvalidInput(f"activation expression {text!r} does not act elementwise in torch")
+    def fn(x: Tensor) -> Tensor:
+        out = expr(x, 0, ops)
+        return out if isinstance(out, Tensor) else torch.full_like(x, float(out))
+
+    probe = fn(torch.linspace(-3.0, 3.0, 13, dtype=torch.float64))
+    if probe.shape != (13,) or not bool(torch.isfinite(probe).all()):
+        raise InvalidInput(f"activation expression {text!r} is not finite in torch on [-3, 3]")
     return fn
 
 
@@ -173,8 +217,9 @@ class Activation(nn.Module):
         A registered name (``linear``, ``relu``, ``leaky_relu``, ``tanh``, ``hard_tanh``,
         ``erf``, ``sigmoid``, ``elu``, ``selu``, ``gelu`` (exact erf form), ``silu``,
         ``softplus``), ``"leaky_relu:0.2"``-style with the parameter, a theory
-        ``Activation``, or a sympy expression in ``x`` (``"x*tanh(x)"``; built with
-        ``sympy.lambdify`` for torch).
+        ``Activation``, or an expression in ``x`` (``"x*tanh(x)"``) of the safe language
+        of :mod:`sigprop.theory.expression`, evaluated over its checked tree with torch
+        operations.
 
     Attributes
     ----------

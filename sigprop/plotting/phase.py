@@ -8,7 +8,10 @@ labelled contours of the fixed-point variance q*.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import tempfile
 
 import numpy as np
 
@@ -27,19 +30,25 @@ def plot_phase_diagram(
 ) -> str:
     """Compute the phase diagram on a ``grid × grid`` mesh and save it to ``path``.
 
-    Returns the path written. Raises ``ValueError`` for a bad grid or range, and for an
-    unwritable path (``OSError`` from matplotlib).
+    The image format is the one the suffix names (``.png``, ``.pdf``, ``.svg``, ...; PNG
+    without a suffix) and the file is written under exactly ``path``: a regular file is
+    replaced atomically (written to a temporary file in the same directory, then renamed);
+    an existing non-regular file (a device, a FIFO) or a symbolic link is written in place.
+    Returns the path as given. Raises ``InvalidInput`` (a ``ValueError``) for a bad grid,
+    range or suffix (before any computation), ``OSError`` for an unwritable path.
     """
+    from sigprop.theory import get_activation, phase_diagram
+    from sigprop.theory.eoc import eoc_curve
+
+    act = get_activation(activation)  # refused activations never pay for matplotlib
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    from sigprop.theory import get_activation, phase_diagram
-    from sigprop.theory.eoc import eoc_curve
-
-    act = get_activation(activation)
+    path = os.fspath(path)
+    fmt = _image_format(path)
     grid = int(grid)
     if grid < 8 or grid > 2048:
         raise InvalidInput(f"grid must be between 8 and 2048 points per axis, got {grid}")
@@ -107,10 +116,58 @@ def plot_phase_diagram(
     ax.legend(loc="upper left", fontsize=8, framealpha=0.85)
     ax.set_xlim(w2[0], w2[-1])
     ax.set_ylim(b2[0], b2[-1])
-    path = os.fspath(path)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    try:
+        _save(fig, path, fmt, dpi)
+    finally:
+        plt.close(fig)
     return path
+
+
+def _image_format(path: str) -> str:
+    """The matplotlib format named by the suffix of ``path`` (``png`` without one); the
+    directory must exist. Checked before the diagram is computed."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if not path:
+        raise InvalidInput("the output path is empty")
+    suffix = os.path.splitext(path)[1].lower().lstrip(".")
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in supported:
+        raise InvalidInput(
+            f"cannot write a {suffix!r} image to {path!r}; use one of the suffixes "
+            f"{', '.join('.' + k for k in sorted(supported))} (or none, for PNG)"
+        )
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, f"{os.strerror(errno.ENOENT)} (directory)", path)
+    return suffix or "png"
+
+
+def _save(fig, path: str, fmt: str, dpi: int) -> None:
+    """``fig.savefig`` under exactly ``path`` (matplotlib appends a suffix to a name without
+    one when given the name, so it is given an open file and the format instead)."""
+    if os.path.islink(path) or (os.path.exists(path) and not os.path.isfile(path)):
+        with open(path, "wb") as fh:  # /dev/stdout, a FIFO, a link: write where it points
+            fig.savefig(fh, format=fmt, dpi=dpi)
+        return
+    directory = os.path.dirname(path) or "."
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".sigprop-phase-", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format=fmt, dpi=dpi)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() would have given
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _nice_levels(lo: float, hi: float) -> list[float]:

@@ -20,6 +20,18 @@ This module therefore uses a composite Gauss–Legendre rule on the truncated li
 On every panel the integrand is analytic in a Bernstein ellipse of parameter ≳ 3, so ten
 Gauss–Legendre nodes give round-off accuracy; the truncated tail has mass
 erfc(zmax/√2) < 1e-18 for the default ``zmax = 9``.
+
+That bound is on the Gaussian weight only: an integrand that grows fast enough carries a
+real part of its expectation beyond the window (E[exp(x²)²] is infinite for q ≥ 1/4, yet
+the truncated rule returns a finite 3.5e16 at q = 0.5). :func:`expect`, :func:`expect2` and
+:func:`hermite_coefficients` therefore check every result with :func:`tail_fraction`: the
+mass |w f| of the two outermost bands of width 1.5 in z gives a geometric estimate of the
+mass beyond |z| = zmax (for Gaussian-decaying integrands it over-estimates the true
+truncation error about tenfold: 4e-9 against 2.6e-10 for E[z¹⁶]); above
+:data:`TAIL_RTOL` of the total, or where f is not finite at a node, the expectation is
+refused (``InvalidInput``) instead of returned wrong. The check cannot tell a divergent
+expectation from one that is finite but lies beyond the window (E[exp(2√q z)] peaks at
+z = 2√q), so it refuses both rather than return inf.
 """
 
 from __future__ import annotations
@@ -32,7 +44,19 @@ import numpy as np
 
 from sigprop.validate import InvalidInput, nonneg_array
 
-__all__ = ["expect", "expect2", "quadrature_rule", "hermite_coefficients"]
+__all__ = [
+    "TAIL_RTOL",
+    "expect",
+    "expect2",
+    "hermite_coefficients",
+    "quadrature_rule",
+    "require_resolved",
+    "tail_fraction",
+]
+
+#: Largest accepted estimate of the share of an expectation beyond the quadrature window.
+TAIL_RTOL = 1e-8
+_BAND = 1.5
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 #: The geometric ladder in x: 0, ±0.5, ±1, ..., ±0.5·2^12.
@@ -104,7 +128,10 @@ def expect(
     z, w = quadrature_rule(q, mean, kinks)
     s = np.sqrt(np.asarray(q, dtype=float))[..., None]
     x = np.asarray(mean, dtype=float)[..., None] + s * z
-    return np.sum(w * f(x), axis=-1)
+    with np.errstate(all="ignore"):
+        wf = w * f(x)
+    require_resolved(z, wf, 9.0, "E[f(mean + sqrt(q) z)]")
+    return np.sum(wf, axis=-1)
 
 
 def expect2(
@@ -155,8 +182,15 @@ def _expect2_scalar(f, g, q1, q2, c, kinks_f, kinks_g) -> float:
     u1 = s1 * z1
     m2 = s2 * c * z1
     z2, w2 = quadrature_rule(v2, m2, kinks_g)
-    inner = np.sum(w2 * g(m2[:, None] + math.sqrt(v2) * z2), axis=-1)
-    return float(np.sum(w1 * f(u1) * inner))
+    with np.errstate(all="ignore"):
+        wg = w2 * g(m2[:, None] + math.sqrt(v2) * z2)
+        wf = w1 * f(u1)
+        # masses of the 2-D rule, to check both directions of the window
+        mass = np.abs(wf)[:, None] * np.abs(wg)
+    what = "E[f(u1) g(u2)]"
+    require_resolved(z2.reshape(-1), mass.reshape(-1), 9.0, what)
+    require_resolved(z1, np.sum(mass, axis=-1), 9.0, what)
+    return float(np.sum(wf * np.sum(wg, axis=-1)))
 
 
 def hermite_coefficients(
@@ -188,9 +222,14 @@ def hermite_coefficients(
         hz = min(0.5, 1.0 / max(float(np.max(s, initial=0.0)), 1e-300))
         z, w = quadrature_rule(1.0, 0.0, tuple(kinks), zmax=13.0, hz=hz, order=20, ladder=False)
         basis = _hermite_functions(z, kmax) * w[:, None]
-        return f(s[..., None] * z) @ basis
+        with np.errstate(all="ignore"):
+            fx = f(s[..., None] * z)
+        require_resolved(z, w * fx, 13.0, "E[f(sqrt(q) z) He_k(z)]")
+        return fx @ basis
     z, w = quadrature_rule(q, 0.0, kinks, zmax=13.0, hz=0.5, order=20)
-    fw = w * f(s[..., None] * z)
+    with np.errstate(all="ignore"):
+        fw = w * f(s[..., None] * z)
+    require_resolved(z, fw, 13.0, "E[f(sqrt(q) z) He_k(z)]")
     out = np.empty(q.shape + (kmax,))
     h_prev = np.zeros_like(z)
     h = np.ones_like(z)
@@ -209,3 +248,44 @@ def _hermite_functions(z: np.ndarray, kmax: int) -> np.ndarray:
         out[:, k] = h
         h, h_prev = (z * h - math.sqrt(k) * h_prev) / math.sqrt(k + 1), h
     return out
+
+
+def tail_fraction(z, wf, zmax: float = 9.0) -> np.ndarray:
+    """Estimated share of Σ|w f| that lies beyond |z| = ``zmax`` (last axis summed).
+
+    With B₁, B₂ the masses Σ|w f| of the bands zmax − 1.5 < |z| ≤ zmax and
+    zmax − 3 < |z| ≤ zmax − 1.5 and r = B₁/B₂, the mass beyond is estimated as the
+    geometric continuation B₁ r/(1 − r); inf where r ≥ ½ (the integrand does not decay at
+    the window edge) or where a value is not finite.
+    """
+    a = np.abs(np.asarray(wf, dtype=float))
+    az = np.broadcast_to(np.abs(np.asarray(z, dtype=float)), a.shape)
+    with np.errstate(all="ignore"):
+        b1 = np.sum(np.where(az > zmax - _BAND, a, 0.0), axis=-1)
+        b2 = np.sum(np.where((az > zmax - 2 * _BAND) & (az <= zmax - _BAND), a, 0.0), axis=-1)
+        total = np.sum(a, axis=-1)
+        r = np.where(b1 == 0, 0.0, b1 / b2)
+        beyond = np.where(r < 0.5, b1 * r / (1.0 - r), np.inf)
+        frac = np.where(total > 0, beyond / total, 0.0)
+    return np.where(np.isfinite(total), frac, np.inf)
+
+
+def require_resolved(z, wf, zmax: float, what: str) -> None:
+    """Raise ``InvalidInput`` where :func:`tail_fraction` exceeds :data:`TAIL_RTOL`."""
+    if np.all(np.isfinite(wf)):
+        frac = tail_fraction(z, wf, zmax)
+        if np.all(frac <= TAIL_RTOL):
+            return
+        worst = float(np.max(frac))
+        detail = (
+            "the integrand does not decay at the window edge"
+            if not math.isfinite(worst)
+            else f"an estimated {worst:.1e} of it lies beyond the window"
+        )
+    else:
+        detail = "the integrand is not finite at some quadrature nodes"
+    raise InvalidInput(
+        f"{what} is not resolved by the Gaussian quadrature on |z| <= {zmax:g}: {detail}; "
+        "the expectation is infinite or too heavy-tailed (the integrand must grow slower "
+        "than exp(z^2/2) and be resolved within the window)"
+    )

@@ -91,3 +91,57 @@ def test_subclasses_are_recognised_by_describe_and_jacobian():
     assert got.method == "chain"
     # float64 round-off of a 2-layer product and an SVD: a few ulps of σ_max
     np.testing.assert_allclose(got.singular_values, ref, rtol=0, atol=1e-12 * ref.max())
+
+
+EXPRESSIONS = [
+    "x*tanh(x)",
+    "max(x, 0)",
+    "x/(1+abs(x))",
+    "erf(x)",
+    "Heaviside(x - 0.5)",
+    "log(1+exp(x))",
+    "max(x,0)+min(exp(x)-1,0)",
+    "x*sigmoid(x) + 0.1*sin(x)",
+    "sqrt(x^2+1) - 1",
+    "min(max(x, -2), 3)*cosh(x/4)",
+    "softplus(x) - log(2) + atan(x)*asinh(x)",
+    "x^3/(1+x^2) + sign(x)*erfc(abs(x))",
+]
+
+
+@pytest.mark.parametrize("text", EXPRESSIONS)
+def test_expression_twin_is_the_theory_function(text):
+    # torch walks the same checked tree as the theory (sigprop.theory.expression), with
+    # torch kernels instead of numpy/scipy: float64 round-off (a few ulps of |φ| ≤ 40)
+    x = np.linspace(-6.0, 6.0, 1201)
+    act = get_activation(text)
+    module = Activation(text)
+    assert module.spec == text and theory_spec(module) == text and is_elementwise(module)
+    np.testing.assert_allclose(
+        module(torch.from_numpy(x)).numpy(), act.phi(x), rtol=1e-13, atol=1e-14
+    )
+    # autograd through the twin gives the theory's φ′ away from the kinks
+    away = x[np.all(np.abs(x[:, None] - np.array([*act.kinks, np.inf])) > 1e-6, axis=1)]
+    t = torch.from_numpy(away).requires_grad_(True)
+    y = module(t).sum()
+    # a step function's output does not depend on t in autograd at all (derivative 0)
+    grad = torch.autograd.grad(y, t)[0] if y.requires_grad else torch.zeros_like(t)
+    np.testing.assert_allclose(grad.numpy(), act.dphi(away), rtol=1e-12, atol=1e-13)
+
+
+def test_expression_twin_float32_and_pickle():
+    import pickle
+
+    module = pickle.loads(pickle.dumps(Activation("x/(1+abs(x))")))
+    x = torch.linspace(-3, 3, 7, dtype=torch.float32)
+    out = module(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, x / (1 + x.abs()))
+
+
+@pytest.mark.parametrize("text", ["x.__class__", "gamma(x)", "exp(x**2)", "1/x", "9**9**9 + x"])
+def test_expression_twin_refuses_what_the_theory_refuses(text):
+    from sigprop.validate import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        Activation(text)
