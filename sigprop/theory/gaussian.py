@@ -71,12 +71,16 @@ def _legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, w
 
 
+#: Half-width of the quadrature window in z (Gaussian mass beyond: erfc(9/√2) < 1e-18).
+ZMAX = 9.0
+
+
 def quadrature_rule(
     q,
     mean=0.0,
     kinks: Sequence[float] = (),
     *,
-    zmax: float = 9.0,
+    zmax: float = ZMAX,
     hz: float = 1.5,
     order: int = 10,
     ladder: bool = True,

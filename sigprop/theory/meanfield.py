@@ -133,6 +133,9 @@ def _quad_moments(act: Activation, q: np.ndarray) -> dict[str, np.ndarray]:
     x = np.sqrt(q)[..., None] * z
     f = act.phi(x)
     d = act.dphi(x)
+    # a callable activation may have moments the window does not resolve (infinite ones)
+    gaussian.require_resolved(z, w * f * f, gaussian.ZMAX, f"E[phi^2] of {act.name}")
+    gaussian.require_resolved(z, w * d * d, gaussian.ZMAX, f"E[phi'^2] of {act.name}")
     g0 = np.sum(w * f * f, axis=-1)
     g1 = np.sum(w * d * d, axis=-1)
     if act.d2phi is not None:
