@@ -60,6 +60,7 @@ ACTIVATIONS: dict[str, tuple[Callable[..., Tensor], dict[str, float]]] = {
     "leaky_relu": (_leaky_relu, {"alpha": 0.01}),
     "tanh": (torch.tanh, {}),
     "hard_tanh": (F.hardtanh, {}),
+    "relu6": (F.relu6, {}),
     "erf": (torch.erf, {}),
     "sigmoid": (torch.sigmoid, {}),
     "elu": (_elu, {"alpha": 1.0}),
@@ -214,7 +215,7 @@ class Activation(nn.Module):
     Parameters
     ----------
     spec
-        A registered name (``linear``, ``relu``, ``leaky_relu``, ``tanh``, ``hard_tanh``,
+        A registered name (``linear``, ``relu``, ``leaky_relu``, ``tanh``, ``hard_tanh``, ``relu6``,
         ``erf``, ``sigmoid``, ``elu``, ``selu``, ``gelu`` (exact erf form), ``silu``,
         ``softplus``), ``"leaky_relu:0.2"``-style with the parameter, a theory
         ``Activation``, or an expression in ``x`` (``"x*tanh(x)"``) of the safe language
@@ -293,6 +294,7 @@ _THEORY_NAMES: dict[type[nn.Module], str] = {
     nn.ELU: "elu",
     nn.SELU: "selu",
     nn.Softplus: "softplus",
+    nn.ReLU6: "relu6",  # before its base class Hardtanh in every MRO walk
     nn.Hardtanh: "hard_tanh",
     nn.LeakyReLU: "leaky_relu",
 }

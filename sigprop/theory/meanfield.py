@@ -637,9 +637,12 @@ class MomentTable:
                 self.act.phi, q, self.hermite_terms, kinks=self.act.kinks
             )
             self.hermite = coef.reshape(self.s_nodes.shape + (self.hermite_terms,))
-            # per panel, the terms that matter: a_k² > 1e-18 E[φ²] somewhere on the panel
+            # per panel, the terms that matter: |a_k| > 1e-14 √E[φ²] somewhere on the panel
+            # (the coefficients themselves then agree with direct projection to ~1e-14, not
+            # only the kernel Σ a_k² c^k; a cut at a_k² > 1e-18 E[φ²] zeroed a_61 = 1.4e-13
+            # of tanh at q = 1/8)
             g0 = self.values[..., 0].max(axis=1, keepdims=True)
-            keep = np.max(np.abs(self.hermite), axis=1) > 1e-9 * np.sqrt(g0 + 1e-300)
+            keep = np.max(np.abs(self.hermite), axis=1) > 1e-14 * np.sqrt(g0 + 1e-300)
             last = np.where(keep.any(axis=1), self.hermite_terms - np.argmax(keep[:, ::-1], 1), 1)
             self.panel_terms = np.minimum(last + 1, self.hermite_terms)
 

@@ -5,7 +5,7 @@ Schoenholz et al. 2017, arXiv 1611.01232) is an :class:`Activation`. Get one wit
 :func:`get_activation`, which accepts
 
 * a registered name: ``linear``, ``relu``, ``leaky_relu`` (slope α, default 0.01, or
-  ``leaky_relu:0.2``), ``tanh``, ``hard_tanh``, ``erf``, ``sigmoid``, ``elu`` (α, default 1,
+  ``leaky_relu:0.2``), ``tanh``, ``hard_tanh``, ``relu6``, ``erf``, ``sigmoid``, ``elu`` (α, default 1,
   or ``elu:0.5``), ``selu``, ``gelu`` (exact, ``x Φ(x)``), ``silu``, ``softplus``;
 * an expression in ``x`` (``"x*tanh(x)"``, ``"max(x, 0)"``, ``"x/(1+abs(x))"``) in the safe
   language of :mod:`sigprop.theory.expression`: the text is parsed, never evaluated as

@@ -112,6 +112,33 @@ def _hard_tanh() -> Activation:
     )
 
 
+def _relu6_expr():
+    sympy, x = sym()
+    return sympy.Piecewise((0, x < 0), (x, x <= 6), (6, True))
+
+
+def _relu6() -> Activation:
+    """min(max(x, 0), 6) (MobileNet-V2's activation, Sandler et al. 2018, arXiv 1801.04381)."""
+
+    def phi(x):
+        return np.clip(np.asarray(x, dtype=float), 0.0, 6.0)
+
+    def dphi(x):
+        x = np.asarray(x, dtype=float)
+        return np.where((x > 0.0) & (x < 6.0), 1.0, 0.0)
+
+    return Activation(
+        name="relu6",
+        phi=phi,
+        dphi=dphi,
+        d2phi=lambda x: np.zeros_like(np.asarray(x, dtype=float)),
+        sympy_form=_relu6_expr,
+        kinks=(0.0, 6.0),
+        bound=6.0,
+        torch_name="relu6",
+    )
+
+
 def _erf() -> Activation:
     c = 2.0 / math.sqrt(math.pi)
 
@@ -266,6 +293,7 @@ FACTORIES: dict[str, tuple[Callable[..., Activation], str | None, float | None]]
     "leaky_relu": (lambda a: _relu_family(a, f"leaky_relu:{a!r}"), "alpha", 0.01),
     "tanh": (lambda _: _tanh(), None, None),
     "hard_tanh": (lambda _: _hard_tanh(), None, None),
+    "relu6": (lambda _: _relu6(), None, None),
     "erf": (lambda _: _erf(), None, None),
     "sigmoid": (lambda _: _sigmoid(), None, None),
     "elu": (lambda a: _elu_like(a, 1.0, f"elu:{a!r}" if a != 1.0 else "elu", "elu"), "alpha", 1.0),
