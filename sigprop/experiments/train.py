@@ -43,7 +43,8 @@ from torch import nn
 from sigprop._json import to_jsonable
 from sigprop.experiments.data import Dataset, minibatches
 from sigprop.experiments.recorders import Recorder
-from sigprop.nn.masked import masked_modules, masked_step_, reapply_mask_
+from sigprop.nn.loop import Callback, check_callbacks, fit
+from sigprop.nn.masked import masked_modules, reapply_mask_
 from sigprop.validate import InvalidInput, positive_int
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "TrainResult", "evaluate", "train"]
@@ -200,6 +201,7 @@ def train(
     schedule: str | None = None,
     recorders: Sequence[Recorder] = (),
     dsr=None,
+    callbacks: Sequence = (),
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = True,
@@ -259,6 +261,7 @@ def train(
             )
     if len(set(names)) != len(names):
         raise InvalidInput(f"recorder names must be unique, got {names}")
+    callbacks = check_callbacks(callbacks)
     if dsr is not None and not callable(getattr(dsr, "step", None)):
         raise InvalidInput("dsr must have a step(iteration) method (e.g. sigprop.prune.DSR)")
     device = torch.device(device)
@@ -317,12 +320,29 @@ def train(
 
     from tqdm.auto import tqdm
 
-    hist: dict[str, list[float]] = {
-        k: []
-        for k in ("train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc", "lr")
-    }
-    diverged_at = None
-    step = 0
+    epochs_cb = _Epochs(opt, classify, (x_te, y_te), (x_va, y_va), eval_batch_size, scheduler, data)
+
+    checked = []
+
+    def loss_fn(out, yb):
+        if not checked:  # the first batch, before its loss is computed
+            _check_output(out, (int(yb.shape[0]), *x_tr.shape[1:]), data)
+            checked.append(True)
+        epochs_cb.out = out
+        if classify:
+            return nn.functional.cross_entropy(out, yb)
+        return nn.functional.mse_loss(out, yb)
+
+    # the order of the callbacks is the order of the steps of the loop: DSR changes the
+    # masks first, then the epoch statistics and evaluation, the recorders and the user's
+    # callbacks see the result; the schedule steps and the bar shows the epoch last
+    loop_callbacks = [
+        *([_DSRStep(dsr)] if dsr is not None else []),
+        epochs_cb,
+        *recorders,
+        *callbacks,
+        epochs_cb.closer,
+    ]
     was_training = model.training
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     start = time.perf_counter()
@@ -330,71 +350,29 @@ def train(
         torch.manual_seed(rng_seed)
         for m in masked:
             reapply_mask_(m)
-        for r in recorders:
-            r.on_train_begin(model)
-        model.train()
-        bar = tqdm(total=epochs * steps_per_epoch, desc="train", unit="step", disable=not progress)
+        epochs_cb.bar = tqdm(
+            total=epochs * steps_per_epoch, desc="train", unit="step", disable=not progress
+        )
         try:
-            for epoch in range(1, epochs + 1):
-                hist["lr"].append(float(opt.param_groups[0]["lr"]))
-                loss_sum, correct, seen = 0.0, 0, 0
-                for xb, yb in minibatches(x_tr, y_tr, batch_size, generator=generator):
-                    out = model(xb)
-                    if step == 0:
-                        _check_output(out, xb, data)
-                    if classify:
-                        loss = nn.functional.cross_entropy(out, yb)
-                    else:
-                        loss = nn.functional.mse_loss(out, yb)
-                    loss_value = loss.item()
-                    step += 1
-                    if not math.isfinite(loss_value):
-                        diverged_at = step
-                        break
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    masked_step_(opt, masked)
-                    if dsr is not None:
-                        dsr.step(step)
-                    loss = loss.detach()
-                    for r in recorders:
-                        r.on_step(step, model, (xb, yb), loss)
-                    nb = int(xb.shape[0])
-                    loss_sum += loss_value * nb
-                    seen += nb
-                    if classify:
-                        correct += int((out.detach().argmax(dim=1) == yb).sum())
-                    bar.update(1)
-                if diverged_at is not None:
-                    break
-                hist["train_loss"].append(loss_sum / seen)
-                if classify:
-                    hist["train_acc"].append(correct / seen)
-                te_loss, te_acc = evaluate(model, x_te, y_te, batch_size=eval_batch_size)
-                hist["test_loss"].append(te_loss)
-                if classify:
-                    hist["test_acc"].append(te_acc)
-                if x_va.shape[0]:
-                    va_loss, va_acc = evaluate(model, x_va, y_va, batch_size=eval_batch_size)
-                    hist["val_loss"].append(va_loss)
-                    if classify:
-                        hist["val_acc"].append(va_acc)
-                for r in recorders:
-                    r.on_epoch_end(epoch, model)
-                if scheduler is not None:
-                    scheduler.step()
-                postfix = {"loss": f"{hist['train_loss'][-1]:.4g}", "test_loss": f"{te_loss:.4g}"}
-                if classify:
-                    postfix["test_acc"] = f"{te_acc:.3f}"
-                bar.set_postfix(postfix)
+            done = fit(
+                model,
+                opt,
+                _Shuffled(x_tr, y_tr, batch_size, generator),
+                epochs=epochs,
+                loss_fn=loss_fn,
+                callbacks=loop_callbacks,
+                masked=masked,
+                stop_on_nonfinite=True,
+            )
         finally:
-            bar.close()
+            epochs_cb.bar.close()
             model.train(was_training)
     wall = time.perf_counter() - start
+    hist = epochs_cb.hist
     n_epochs = len(hist["train_loss"])
     return TrainResult(
         epochs=n_epochs,
-        steps=step if diverged_at is None else step - 1,
+        steps=done.steps,
         steps_per_epoch=steps_per_epoch,
         train_loss=tuple(hist["train_loss"]),
         train_accuracy=tuple(hist["train_acc"]),
@@ -404,18 +382,111 @@ def train(
         val_accuracy=tuple(hist["val_acc"]),
         lr=tuple(hist["lr"][:n_epochs]),
         recorders={r.name: r.result() for r in recorders},
-        diverged=diverged_at is not None,
-        diverged_at=diverged_at,
+        diverged=done.diverged_at is not None,
+        diverged_at=done.diverged_at,
         wall_time=wall,
         config=config,
     )
 
 
-def _check_output(out: torch.Tensor, xb: torch.Tensor, data: Dataset) -> None:
-    want = (int(xb.shape[0]), data.out_features)
+class _Shuffled:
+    """The training batches, reshuffled from ``generator`` at every pass (one per epoch)."""
+
+    def __init__(self, x, y, batch_size, generator):
+        self.x, self.y, self.batch_size, self.generator = x, y, batch_size, generator
+
+    def __iter__(self):
+        return iter(minibatches(self.x, self.y, self.batch_size, generator=self.generator))
+
+
+class _DSRStep(Callback):
+    """A component with ``step(iteration)`` (``sigprop.prune.DSR``) as a loop callback."""
+
+    def __init__(self, dsr):
+        self.dsr = dsr
+
+    def on_step(self, step, model, batch, loss):
+        self.dsr.step(step)
+
+
+class _Epochs(Callback):
+    """The per-epoch record of :func:`train`: mean training loss and accuracy over the
+    epoch's batches, test and validation metrics after it, the learning rate during it;
+    :attr:`closer` steps the schedule and updates the bar after every other callback."""
+
+    def __init__(self, opt, classify, test, val, eval_batch_size, scheduler, data):
+        self.opt, self.classify, self.test, self.val = opt, classify, test, val
+        self.eval_batch_size, self.scheduler, self.data = eval_batch_size, scheduler, data
+        self.hist: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "train_loss",
+                "train_acc",
+                "test_loss",
+                "test_acc",
+                "val_loss",
+                "val_acc",
+                "lr",
+            )
+        }
+        self.out = None
+        self.bar = None
+        self._reset()
+        self.closer = _EpochCloser(self)
+
+    def _reset(self):
+        self.loss_sum, self.correct, self.seen = 0.0, 0, 0
+
+    def on_step(self, step, model, batch, loss):
+        xb, yb = batch
+        nb = int(xb.shape[0])
+        self.loss_sum += loss.item() * nb
+        self.seen += nb
+        if self.classify:
+            self.correct += int((self.out.detach().argmax(dim=1) == yb).sum())
+        self.out = None
+        self.bar.update(1)
+
+    def on_epoch_end(self, epoch, model):
+        hist = self.hist
+        hist["lr"].append(float(self.opt.param_groups[0]["lr"]))
+        hist["train_loss"].append(self.loss_sum / self.seen)
+        if self.classify:
+            hist["train_acc"].append(self.correct / self.seen)
+        self._reset()
+        te_loss, te_acc = evaluate(model, *self.test, batch_size=self.eval_batch_size)
+        hist["test_loss"].append(te_loss)
+        if self.classify:
+            hist["test_acc"].append(te_acc)
+        if self.val[0].shape[0]:
+            va_loss, va_acc = evaluate(model, *self.val, batch_size=self.eval_batch_size)
+            hist["val_loss"].append(va_loss)
+            if self.classify:
+                hist["val_acc"].append(va_acc)
+
+
+class _EpochCloser(Callback):
+    def __init__(self, epochs: _Epochs):
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, model):
+        e = self.epochs
+        if e.scheduler is not None:
+            e.scheduler.step()
+        postfix = {
+            "loss": f"{e.hist['train_loss'][-1]:.4g}",
+            "test_loss": f"{e.hist['test_loss'][-1]:.4g}",
+        }
+        if e.classify:
+            postfix["test_acc"] = f"{e.hist['test_acc'][-1]:.3f}"
+        e.bar.set_postfix(postfix)
+
+
+def _check_output(out: torch.Tensor, in_shape: tuple, data: Dataset) -> None:
+    want = (in_shape[0], data.out_features)
     if tuple(out.shape) != want:
         raise InvalidInput(
-            f"the model maps a batch of inputs {tuple(xb.shape)} to outputs {tuple(out.shape)}; "
+            f"the model maps a batch of inputs {in_shape} to outputs {tuple(out.shape)}; "
             f"dataset {data.name!r} needs {want}"
         )
 
