@@ -155,17 +155,18 @@ def test_tensorboard_events_carry_the_same_scalars(tmp_path):
     model = nn.Sequential(MaskedLinear(6, 8, density=0.5, generator=g), nn.Tanh(), nn.Linear(8, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(16, 6, generator=g), torch.randint(0, 2, (16,), generator=g)
-    with watch(model, tmp_path, every=2, tensorboard=True) as w:
-        for _ in range(6):
+    with watch(model, tmp_path, every=2, tensorboard=True, histogram_every=2) as w:
+        for step in range(1, 7):
             loss = nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
             w.step()
+            if step == 4:
+                kept = model[0].weight.detach()[model[0].weight_mask != 0].double()
     log = read_log(tmp_path)
     acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "histograms": 0})
     acc.Reload()
-    tags = acc.Tags()
     for j, name in enumerate(log.layers):
         for q in QUANTITIES:
             events = acc.Scalars(f"{q}/{name}")
@@ -176,7 +177,13 @@ def test_tensorboard_events_carry_the_same_scalars(tmp_path):
             assert [e.value for e in events] == [
                 float(np.float32(v)) for v in measured[~np.isnan(measured)]
             ]
-        assert f"weights/{name}" in tags["histograms"] and f"grads/{name}" in tags["histograms"]
+        # every second record (steps 0 and 4); no gradient at step 0
+        assert [h.step for h in acc.Histograms(f"weights/{name}")] == [0, 4]
+        assert [h.step for h in acc.Histograms(f"grads/{name}")] == [4]
     assert [e.step for e in acc.Scalars("model/effective_density")] == [0]
-    hist = acc.Histograms("weights/0")[0]
-    assert hist.histogram_value.num == int(model[0].weight_mask.sum())  # kept weights only
+    hist = acc.Histograms("weights/0")[-1].histogram_value
+    assert hist.num == int(model[0].weight_mask.sum())  # kept weights only
+    assert (hist.min, hist.max) == (float(kept.min()), float(kept.max()))
+    assert hist.sum == pytest.approx(float(kept.sum()), rel=1e-12, abs=1e-12)
+    assert hist.sum_squares == pytest.approx(float(kept.square().sum()), rel=1e-12)
+    assert sum(hist.bucket) == hist.num and len(hist.bucket) == 64

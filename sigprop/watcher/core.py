@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sigprop.validate import InvalidInput, positive_int
+from sigprop.validate import InvalidInput, nonneg_int, positive_int
 from sigprop.watcher.layers import (
     PreactivationProbe,
     grad_norms,
@@ -55,7 +55,7 @@ from sigprop.watcher.layers import (
     weight_norms,
 )
 from sigprop.watcher.log import LOG_NAME, QUANTITIES, LogWriter
-from sigprop.watcher.tensorboard import TensorBoardSink, tensorboard_available
+from sigprop.watcher.tensorboard import TensorBoardSink, histogram_stats, tensorboard_available
 
 __all__ = ["Record", "Watcher", "watch"]
 
@@ -136,8 +136,10 @@ class Watcher:
     quantities : sequence of str
         The per-layer quantities to record (default all of ``grad_norm``, ``weight_norm``,
         ``q``, ``density``).
-    histograms : bool
-        With TensorBoard, per-layer histograms of kept weights and gradients at records.
+    histogram_every : int
+        With TensorBoard, per-layer histograms of the kept weights and gradients at every
+        ``histogram_every``-th record (the first included; 0: never). A histogram reads
+        every weight, so they come at a tenth of the records' rate by default.
     missing_grad : float
         Value recorded for a layer without a gradient (NaN, written ``null``).
     """
@@ -153,7 +155,7 @@ class Watcher:
         prediction=None,
         collapse: bool = True,
         quantities: Sequence[str] = QUANTITIES,
-        histograms: bool = True,
+        histogram_every: int = 10,
         missing_grad: float = float("nan"),
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -174,7 +176,8 @@ class Watcher:
         self.inputs = None if inputs is None else _check_inputs(inputs)
         self.missing_grad = float(missing_grad)
         self.collapse = bool(collapse)
-        self.histograms = bool(histograms)
+        self.histogram_every = nonneg_int(histogram_every, "histogram_every")
+        self._n_records = 0
         predicted = None if prediction is None else _predicted(prediction, self.names)
         self._probe = PreactivationProbe(self.layers) if "q" in quantities else None
         self._log: LogWriter | None = None
@@ -317,22 +320,27 @@ class Watcher:
         line = record.to_json()
         self._log.write(line)
         if self._tb is not None:
-            self._tb.write(record.step, line["layers"], line.get("collapse"))
-            if self.histograms:
-                self._tb.histograms(record.step, self._histogram_tensors(record.step))
+            hist = None
+            if self.histogram_every and self._n_records % self.histogram_every == 0:
+                hist = self._histograms(record.step)
+            self._tb.write(record.step, line["layers"], line.get("collapse"), hist)
+        self._n_records += 1
 
-    def _histogram_tensors(self, step: int) -> dict:
+    def _histograms(self, step: int) -> dict:
+        """Histogram statistics of every layer's kept weights (and gradients after step 0)."""
         weights, grads = {}, {}
         for name, module in self.layers:
             tensor, mask = trained_tensor(module)
             if tensor is None:
                 continue
             keep = None if mask is None else mask.detach() != 0
-            w = tensor.detach()
-            weights[name] = w.flatten() if keep is None else w[keep]
-            if step and tensor.grad is not None:
-                g = tensor.grad.detach()
-                grads[name] = g.flatten() if keep is None else g[keep]
+            for out, t in ((weights, tensor), (grads, tensor.grad if step else None)):
+                if t is None:
+                    continue
+                t = t.detach()
+                stats = histogram_stats(t if keep is None else t[keep])
+                if stats is not None:
+                    out[name] = stats
         return {"weights": weights, "grads": grads}
 
     def _mask_snapshot(self) -> list | None:
