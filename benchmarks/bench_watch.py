@@ -71,13 +71,13 @@ def build_conv(seed: int = 0) -> nn.Sequential:
     return nn.Sequential(nn.Unflatten(1, (1, 8, 8)), net)
 
 
-def loop(model, ds, epochs: int, watcher=None, seed: int = 0) -> tuple[int, float]:
+def loop(model, ds, epochs: int, watcher=None, seed: int = 0) -> tuple[int, float, float]:
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
     gen = torch.Generator().manual_seed(seed)
     x, y = ds.x_train, ds.y_train
     steps = 0
     model.train()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0], generator=gen)
         for i in range(0, x.shape[0], BATCH):
@@ -89,7 +89,7 @@ def loop(model, ds, epochs: int, watcher=None, seed: int = 0) -> tuple[int, floa
             if watcher is not None:
                 watcher.step()
             steps += 1
-    return steps, time.perf_counter() - start
+    return steps, time.perf_counter() - start, time.process_time() - cpu
 
 
 def main() -> None:
@@ -128,15 +128,18 @@ def main() -> None:
         for c in contenders:
             run(m, c)
     per_step = {(m, c): [] for m in models for c in contenders}
+    cpu_step = {(m, c): [] for m in models for c in contenders}
     setups = {(m, c): [] for m in models for c in contenders}
     for _ in range(rounds):
         for m in models:
             for c in contenders:
-                (steps, seconds), setup = run(m, c)
+                (steps, seconds, cpu), setup = run(m, c)
                 per_step[m, c].append(seconds / steps)
+                cpu_step[m, c].append(cpu / steps)
                 setups[m, c].append(setup)
     tmp.cleanup()
     med = {k: statistics.median(v) for k, v in per_step.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu_step.items()}
 
     lines = [
         "## sigprop.watch overhead (issue 14): the user's own loop with and without the watcher",
@@ -148,26 +151,37 @@ def main() -> None:
         "at density 0.2. The watcher's creation (step-0 record, collapse check, TensorBoard "
         "import) is timed apart, as a one-off.",
         "",
-        "| model | contender | ms / step | overhead vs plain | watcher creation (ms) |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "Wall: the user's wait per step. CPU: the process's CPU time per step, all threads "
+        "(the watcher's fsync and TensorBoard threads included); on a shared machine it is "
+        "the steadier measure of the work the watcher adds, and the target is judged on it "
+        "when the load note below says *shared*, on wall time when it says *quiet*.",
+        "",
+        "| model | contender | wall ms / step | wall overhead | CPU ms / step | CPU overhead "
+        "| watcher creation (ms) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    quiet = load_note(torch.get_num_threads()).endswith(
+        "(quiet: no other job competed for the cores)"
+    )
     verdicts = []
     for m in models:
-        base = med[m, "plain"]
         for c in contenders:
-            over = med[m, c] / base - 1
+            over = med[m, c] / med[m, "plain"] - 1
+            over_cpu = med_cpu[m, c] / med_cpu[m, "plain"] - 1
             setup = statistics.median(setups[m, c]) * 1e3
+            dash = c == "plain"
             lines.append(
-                f"| {m} | {c} | {1e3 * med[m, c]:.3f} | "
-                f"{'—' if c == 'plain' else f'{100 * over:+.1f} %'} | "
-                f"{'—' if c == 'plain' else f'{setup:.0f}'} |"
+                f"| {m} | {c} | {1e3 * med[m, c]:.3f} | {'—' if dash else f'{100 * over:+.1f} %'} "
+                f"| {1e3 * med_cpu[m, c]:.3f} | {'—' if dash else f'{100 * over_cpu:+.1f} %'} "
+                f"| {'—' if dash else f'{setup:.0f}'} |"
             )
             if c in ("watch", "watch+tb"):
-                verdicts.append((m, c, over))
+                verdicts.append((m, c, over if quiet else over_cpu))
     lines.append("")
     worst = max(v for *_, v in verdicts)
     lines.append(
-        f"Target: every=10 costs <= 5 % of a step: worst {100 * worst:+.1f} % ("
+        f"Target: every=10 costs <= 5 % of a step ({'wall' if quiet else 'CPU'} time): "
+        f"worst {100 * worst:+.1f} % ("
         + ", ".join(f"{m} {c} {100 * v:+.1f} %" for m, c, v in verdicts)
         + f") — {'meets' if worst <= 0.05 else 'MISSES'} the target."
     )

@@ -187,3 +187,24 @@ def test_tensorboard_events_carry_the_same_scalars(tmp_path):
     assert hist.sum == pytest.approx(float(kept.sum()), rel=1e-12, abs=1e-12)
     assert hist.sum_squares == pytest.approx(float(kept.square().sum()), rel=1e-12)
     assert sum(hist.bucket) == hist.num and len(hist.bucket) == 64
+
+
+@given(
+    n=st.integers(1, 2000),
+    seed=st.integers(0, 2**31 - 1),
+    scale=st.sampled_from([1e-8, 1.0, 1e6]),
+)
+def test_histogram_stats_agree_with_numpy(n, seed, scale):
+    from sigprop.watcher.tensorboard import HISTOGRAM_BINS, histogram_stats
+
+    x = np.random.default_rng(seed).standard_normal(n) * scale
+    s = histogram_stats(torch.as_tensor(x)).tolist()
+    lo, hi, num, total, total_sq, counts = s[0], s[1], s[2], s[3], s[4], s[5:]
+    assert (lo, hi, num) == (x.min(), x.max(), n)
+    assert total == pytest.approx(x.sum(), rel=1e-12, abs=1e-12 * scale * n)
+    assert total_sq == pytest.approx(np.square(x).sum(), rel=1e-12)
+    if hi > lo:
+        expected, _ = np.histogram(x, bins=HISTOGRAM_BINS, range=(lo, hi))
+        assert counts == expected.tolist()
+    else:
+        assert counts[0] == n and sum(counts) == n
