@@ -231,6 +231,11 @@ class Watcher:
         self._arm_next()
         return record
 
+    @property
+    def tensorboard_cpu_seconds(self) -> float:
+        """CPU seconds spent so far by the TensorBoard writer thread (0 without it)."""
+        return 0.0 if self._tb is None else self._tb.cpu_seconds
+
     def flush(self) -> None:
         """Push TensorBoard's pending events to disk (the log itself is never buffered)."""
         if self._tb is not None:

@@ -84,6 +84,8 @@ class TensorBoardSink:
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._queued = self._done = 0  # records handed over / written (or failed)
+        #: CPU seconds the writer thread has spent writing events (its cost to the run).
+        self.cpu_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="sigprop-tensorboard")
         self._thread.daemon = True
         self._thread.start()
@@ -102,6 +104,9 @@ class TensorBoardSink:
         self._pending.append((step, layers, model, histograms))
 
     def _drain(self) -> None:
+        if not self._pending:
+            return
+        start = time.thread_time()
         while self._pending:
             item = self._pending.popleft()
             try:
@@ -110,6 +115,7 @@ class TensorBoardSink:
                 self._error = exc
             finally:
                 self._done += 1
+        self.cpu_seconds += time.thread_time() - start
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_INTERVAL):
