@@ -14,15 +14,17 @@ the training loop calls them at fixed points:
 ``result() -> dict``
     the recorded series, JSON-serialisable (lists of numbers keyed by layer name).
 
-Layers are the model's *weight layers*: modules with a ``weight`` parameter of dimension ≥ 2
-(``nn.Linear``, ``nn.Conv*``, sigprop's masked and DCT-plus-sparse layers), named as in
-``model.named_modules()``, in forward order of registration.
+Layers are the model's *weight layers* (:func:`sigprop.nn.kinds.is_weight_layer`:
+``nn.Linear``, ``nn.Conv*``, sigprop's masked and DCT-plus-sparse layers, layers pruned with
+``torch.nn.utils.prune``), named as in ``model.named_modules()``, in that order.
 
-Cost: the recorders keep their numbers as tensors on the model's device and convert them
-once, in ``result()``, so recording never forces a device synchronisation; the
-pre-activation probe runs a forward pass with hooks only at recording steps (the hooks are
-removed in between, so ordinary training steps pay nothing). ``benchmarks/bench_train.py``
-measures the overhead against a plain torch loop.
+One recording mechanism: the gradient-norm, pre-activation and density recorders are thin
+adapters over :class:`sigprop.watcher.Watcher` (the ``sigprop.watch`` of the user's own
+loops), each watching its one quantity without files and keeping the watcher's records as
+tensors on the model's device; they convert them once, in ``result()``, so recording never
+forces a device synchronisation. The pre-activation probe runs a forward pass with hooks
+only at recording steps (the hooks are removed in between, so ordinary training steps pay
+nothing). ``benchmarks/bench_train.py`` measures the overhead against a plain torch loop.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import torch
 from torch import nn
 
 from sigprop.validate import InvalidInput, positive_int
+from sigprop.watcher import Watcher
+from sigprop.watcher.layers import watched_layers
 
 __all__ = [
     "DensityRecorder",
@@ -67,18 +71,13 @@ class Recorder(Protocol):
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of every module owning a ``weight`` parameter with ``ndim >= 2``."""
-    found = []
-    for name, module in model.named_modules():
-        w = getattr(module, "weight", None)
-        if isinstance(w, nn.Parameter) and w.ndim >= 2:
-            found.append((name or "<root>", module))
-    return found
+    """``(name, module)`` of every weight layer (:func:`sigprop.nn.kinds.is_weight_layer`),
+    the layers the recorders and :class:`~sigprop.watcher.Watcher` record."""
+    return watched_layers(model)
 
 
 def _check_every(every, what: str) -> int:
-    every = positive_int(every, what)
-    return every
+    return positive_int(every, what)
 
 
 def _check_probe(probe) -> torch.Tensor:
@@ -96,77 +95,92 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.get_default_dtype()
 
 
-class _Base:
-    """Shared bookkeeping: layer names, recording steps, stacked per-layer values."""
+class _WatchedQuantity:
+    """A recorder of one watcher quantity: a fresh in-memory :class:`Watcher` per run."""
 
     name = "recorder"
+    quantity = "grad_norm"
 
-    def __init__(self) -> None:
-        self._layers: list[tuple[str, nn.Module]] = []
-        self._steps: list[int] = []
-        self._values: list[torch.Tensor] = []  # one 1-D tensor (one entry per layer) per record
+    def __init__(self, every: int) -> None:
+        self.every = _check_every(every, "every")
+        self._watcher: Watcher | None = None
+        self._names: list[str] = []
+
+    def _watcher_options(self) -> dict:
+        return {}
 
     def on_train_begin(self, model: nn.Module) -> None:
-        self._layers = weight_layers(model)
-        if not self._layers:
+        if self._watcher is not None:
+            self._watcher.close()
+        if not weight_layers(model):
             raise InvalidInput(f"{type(self).__name__}: the model has no weight layers to record")
-        self._steps, self._values = [], []
+        self._watcher = Watcher(
+            model,
+            None,
+            every=self.every,
+            quantities=(self.quantity,),
+            collapse=False,
+            tensorboard=False,
+            **self._watcher_options(),
+        )
+        self._names = list(self._watcher.names)
 
     def on_step(self, step, model, batch, loss) -> None:
-        pass
+        self._watcher.step(step)
 
     def on_epoch_end(self, epoch, model) -> None:
         pass
 
-    def _series(self, key: str = "steps", as_int: bool = False) -> dict:
-        names = [n for n, _ in self._layers]
-        if self._values:
-            table = torch.stack(self._values).cpu()
+    def on_train_end(self, model) -> None:
+        self._watcher.close()
+
+    def _records(self) -> list:
+        return [] if self._watcher is None else list(self._watcher.records)
+
+    def _series(self, records, column, as_int: bool = False) -> dict:
+        names = self._names
+        if records:
+            table = torch.stack([column(r) for r in records]).cpu()
             table = table.round().long() if as_int else table.double()
             cols = table.T.tolist()
         else:
             cols = [[] for _ in names]
-        return {key: list(self._steps), "layers": names, "values": dict(zip(names, cols))}
+        return {
+            "steps": [r.step for r in records],
+            "layers": names,
+            "values": dict(zip(names, cols)),
+        }
 
 
-class GradientNormRecorder(_Base):
+class GradientNormRecorder(_WatchedQuantity):
     """Per-layer Frobenius norm ‖∂L/∂W^l‖ of the weight gradient, every ``every`` steps.
 
     The squared norms are what mean-field theory predicts: at initialisation they scale like
     χ₁^{L−l} across layers (Schoenholz et al. 2017, arXiv 1611.01232, §3, eq. 11–12 — vanishing
     in the ordered phase, exploding in the chaotic one), so square the recorded values to
     compare with :func:`sigprop.diagnostics.gradient_flow` predictions. A masked layer's
-    gradient is taken as stored in ``weight.grad`` (zero at pruned positions when the forward
-    pass uses ``weight * weight_mask``).
+    gradient is taken as stored in ``weight.grad`` (zero at pruned positions after the
+    masked optimiser step), the one the optimiser used; a layer without a gradient
+    records 0.
 
     ``result()``: ``{"steps": [...], "layers": [...], "values": {layer: [norm per step]}}``.
     """
 
     name = "gradient_norm"
+    quantity = "grad_norm"
 
     def __init__(self, every: int = 1) -> None:
-        super().__init__()
-        self.every = _check_every(every, "every")
+        super().__init__(every)
 
-    def on_step(self, step, model, batch, loss) -> None:
-        if step % self.every:
-            return
-        norms = []
-        for _, module in self._layers:
-            g = module.weight.grad
-            norms.append(
-                torch.zeros((), device=module.weight.device)
-                if g is None
-                else torch.linalg.vector_norm(g.detach()).float()
-            )
-        self._values.append(torch.stack(norms))
-        self._steps.append(step)
+    def _watcher_options(self) -> dict:
+        return {"missing_grad": 0.0}
 
     def result(self) -> dict:
-        return self._series()
+        records = [r for r in self._records() if r.step > 0]  # step 0 has no gradient
+        return self._series(records, lambda r: r.values["grad_norm"])
 
 
-class PreactivationRecorder(_Base):
+class PreactivationRecorder(_WatchedQuantity):
     """Per-layer pre-activation second moment q^l on a fixed probe batch, every ``every`` steps.
 
     q^l = (1/(B·N_l)) Σ_b Σ_i (h_i^l(x_b))², the empirical counterpart of the mean-field length
@@ -179,53 +193,23 @@ class PreactivationRecorder(_Base):
     """
 
     name = "preactivation"
+    quantity = "q"
 
     def __init__(self, probe: torch.Tensor, every: int = 10) -> None:
-        super().__init__()
         self.probe = _check_probe(probe)
-        self.every = _check_every(every, "every")
+        super().__init__(every)
 
-    def on_train_begin(self, model: nn.Module) -> None:
-        super().on_train_begin(model)
-        device, dtype = _model_device_dtype(model)
-        self._probe = self.probe.to(device=device, dtype=dtype)
-        self._record(0, model)
-
-    def on_step(self, step, model, batch, loss) -> None:
-        if step % self.every == 0:
-            self._record(step, model)
-
-    def _record(self, step: int, model: nn.Module) -> None:
-        moments: list[torch.Tensor | None] = [None] * len(self._layers)
-
-        def hook_for(i):
-            def hook(_module, _inputs, output):
-                moments[i] = output.detach().float().square().mean()
-
-            return hook
-
-        handles = [m.register_forward_hook(hook_for(i)) for i, (_, m) in enumerate(self._layers)]
-        was_training = model.training
-        try:
-            model.eval()
-            with torch.no_grad():
-                model(self._probe)
-        finally:
-            model.train(was_training)
-            for h in handles:
-                h.remove()
-        nan = torch.full((), float("nan"), device=self._probe.device)
-        self._values.append(torch.stack([nan if m is None else m for m in moments]))
-        self._steps.append(step)
+    def _watcher_options(self) -> dict:
+        return {"inputs": self.probe}
 
     def result(self) -> dict:
-        return self._series()
+        return self._series(self._records(), lambda r: r.values["q"])
 
 
-class DensityRecorder(_Base):
+class DensityRecorder(_WatchedQuantity):
     """Per-layer kept-weight counts, at step 0 and every ``every`` steps.
 
-    A layer with a ``weight_mask`` buffer counts its kept (mask = 1) entries; a dense layer
+    A layer with a ``weight_mask`` buffer counts its kept (mask ≠ 0) entries; a dense layer
     counts its nonzero weights. Under DSR (Mostafa & Wang 2019, arXiv 1902.05967, Alg. 1) the
     total stays constant while the per-layer counts move: this is the reallocation plot.
 
@@ -234,33 +218,16 @@ class DensityRecorder(_Base):
     """
 
     name = "density"
+    quantity = "density"
 
     def __init__(self, every: int = 100) -> None:
-        super().__init__()
-        self.every = _check_every(every, "every")
-
-    def on_train_begin(self, model: nn.Module) -> None:
-        super().on_train_begin(model)
-        self._record(0)
-
-    def on_step(self, step, model, batch, loss) -> None:
-        if step % self.every == 0:
-            self._record(step)
-
-    def _record(self, step: int) -> None:
-        counts = []
-        for _, m in self._layers:
-            mask = getattr(m, "weight_mask", None)
-            if isinstance(mask, torch.Tensor):
-                counts.append(mask.detach().sum().double())
-            else:
-                counts.append(torch.count_nonzero(m.weight.detach()).double())
-        self._values.append(torch.stack(counts))
-        self._steps.append(step)
+        super().__init__(every)
 
     def result(self) -> dict:
-        out = self._series(as_int=True)
-        out["numel"] = {n: int(m.weight.numel()) for n, m in self._layers}
+        records = self._records()
+        out = self._series(records, lambda r: r.kept, as_int=True)
+        numel = records[0].numel if records else ()
+        out["numel"] = dict(zip(self._names, (int(n) for n in numel)))
         return out
 
 

@@ -4,9 +4,10 @@
 their initial value during the first couple of epochs" (abstract); "the approach also takes
 the most epochs to achieve higher sparsity"; the combination with K-starts "outperforms
 either method". There is no official code and the exact fraction and epochs are not pinned
-down (REFERENCES §6). This module implements the following reading, with exact kept counts:
+down in the paper. This module implements the following reading, with exact kept counts:
 
-1. train a copy of the model (masks respected) with :func:`~sigprop.prune.kstarts.short_train`;
+1. train a copy of the model (masks respected) with :func:`~sigprop.prune.kstarts.short_train`
+   (the one training loop, :func:`sigprop.nn.loop.fit`; step 2 is a callback of it);
 2. after every epoch e, compute each kept weight's relative movement
    r = max_{e' ≤ e} |w_{e'} − w_0| / |w_0| (0/0 counts as 0, x/0 as moved a lot);
    the weights with r ≤ ``fraction`` have "remained within a fraction of their initial
@@ -32,6 +33,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from sigprop.nn.loop import Callback
 from sigprop.nn.masked import check_density, require_prunable
 from sigprop.nn.utils import as_batches
 from sigprop.prune.kstarts import kstarts_masks, short_train
@@ -143,18 +145,7 @@ def dissipating_masks(
         for n, t in targets.items():
             if t > int(current[n].sum()):
                 raise InvalidInput(f"layer {n!r}: density {density} keeps more than are unpruned")
-    movement = {n: torch.zeros(w.shape, dtype=torch.float64) for n, w in w0.items()}
-    removed: list[int] = []
-
-    def on_epoch_end(_model, epoch):
-        nonlocal current
-        for n, m in layers.items():
-            movement[n] = torch.maximum(movement[n], relative_movement(m.weight, w0[n]).cpu())
-        before = sum(int(c.sum()) for c in current.values())
-        current = _keep_counts(movement, current, targets, scope, fraction)
-        apply(work, current)
-        removed.append(before - sum(int(c.sum()) for c in current.values()))
-
+    dissipate = _Dissipate(layers, w0, current, targets, scope, fraction)
     short_train(
         work,
         data,
@@ -162,19 +153,44 @@ def dissipating_masks(
         lr=lr,
         momentum=momentum,
         loss_fn=loss_fn,
-        on_epoch_end=on_epoch_end,
+        callbacks=[dissipate],
         progress=progress,
         desc="dissipating",
     )
+    current = dissipate.current
     before = sum(int(c.sum()) for c in current.values())
-    final = _keep_counts(movement, current, targets, scope, None)
+    final = _keep_counts(dissipate.movement, current, targets, scope, None)
     info = {
         "epochs": int(epochs),
         "fraction": float(fraction),
-        "removed_by_threshold": removed,
+        "removed_by_threshold": dissipate.removed,
         "removed_at_end": before - sum(int(c.sum()) for c in final.values()),
     }
     return final, info
+
+
+class _Dissipate(Callback):
+    """Step 2 of the algorithm (module docstring) as a callback of the training loop: after
+    every epoch, update each weight's largest relative movement so far and remove the
+    weights that stayed within ``fraction`` of their initial value (never below the target)."""
+
+    def __init__(self, layers, w0, current, targets, scope, fraction):
+        self.layers, self.w0, self.current = layers, w0, current
+        self.targets, self.scope, self.fraction = targets, scope, fraction
+        self.movement = {n: torch.zeros(w.shape, dtype=torch.float64) for n, w in w0.items()}
+        self.removed: list[int] = []
+
+    def on_epoch_end(self, epoch, model):
+        for n, m in self.layers.items():
+            self.movement[n] = torch.maximum(
+                self.movement[n], relative_movement(m.weight, self.w0[n]).cpu()
+            )
+        before = sum(int(c.sum()) for c in self.current.values())
+        self.current = _keep_counts(
+            self.movement, self.current, self.targets, self.scope, self.fraction
+        )
+        apply(model, self.current)
+        self.removed.append(before - sum(int(c.sum()) for c in self.current.values()))
 
 
 def kstarts_dissipating_masks(

@@ -1,7 +1,10 @@
 """Dynamic Sparse Reparameterization (Mostafa & Wang 2019, arXiv 1902.05967, Alg. 1).
 
 A training-time component: the training loop calls ``dsr.step(iteration)`` after every
-optimiser step. Every ``prune_interval`` iterations (P in the paper):
+optimiser step (``sigprop.experiments.train(..., dsr=dsr)`` does; in
+:func:`sigprop.nn.loop.fit`, or any loop with the callbacks of :mod:`sigprop.nn.loop`, pass
+the DSR object itself as a callback: its ``on_step`` is ``step``, and it goes before the
+callbacks that record the masks). Every ``prune_interval`` iterations (P in the paper):
 
 1. prune, in every sparse layer, the kept weights with |w| < H -- one global threshold H
    (their Alg. 1, "prune_by_threshold"); a layer never loses its last weight (the official
@@ -196,6 +199,10 @@ class DSR:
     def counts(self) -> dict[str, int]:
         """Kept weights per sparse layer."""
         return {n: int((m.weight_mask != 0).sum()) for n, m in self.layers.items()}
+
+    def on_step(self, step: int, model: nn.Module, batch, loss) -> None:
+        """The loop callback (:mod:`sigprop.nn.loop`): :meth:`step` with the loop's step."""
+        self.step(step)
 
     def step(self, iteration: int) -> DSRRecord | None:
         """Call after the optimiser step of ``iteration``; reallocates every P iterations."""

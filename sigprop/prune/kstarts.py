@@ -5,7 +5,7 @@ candidate for the first epoch(s), and keeps the *fittest* mask -- "adopted from 
 evolutionary algorithms find the best individual"; fitness is "magnitude of network weights,
 magnitude of gradient accumulation over an epoch or a combination of both" (abstract). The
 paper has no official code and its k, epochs and fitness combination are not pinned down
-(REFERENCES §6), so they are parameters here, with these defaults:
+in it, so they are parameters here, with these defaults:
 
 * ``k = 5`` candidates: a small population; the cost is ``k * epochs`` short trainings;
 * ``epochs = 1``: the abstract's gradient fitness is accumulated "over an epoch";
@@ -16,23 +16,25 @@ paper has no official code and its k, epochs and fitness combination are not pin
 The chosen mask is applied to the model *at its initial weights* (the candidates' trained
 weights are discarded), as befits pruning at initialisation.
 
-:func:`short_train` is the minimal SGD loop shared with dissipating gradients: a few epochs
+:func:`short_train` is the short SGD training shared with dissipating gradients: a few epochs
 over a re-iterable data set, masks respected (gradients of pruned weights zeroed before the
-step and masks re-applied after it). It is deliberately small; full training runs belong to
-``sigprop.experiments.train``.
+step and masks re-applied after it). It runs the one training loop of the package,
+:func:`sigprop.nn.loop.fit` (which ``sigprop.experiments.train`` builds on too); the
+fitness of a candidate is a callback of that loop.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from sigprop.nn.masked import masked_step_, require_prunable
+from sigprop.nn.loop import Callback, check_callbacks, fit
+from sigprop.nn.masked import require_prunable
 from sigprop.nn.utils import as_batches
 from sigprop.prune.masks import apply, current_masks, select
 from sigprop.prune.scores import _check_batch, random_scores
@@ -53,17 +55,20 @@ def short_train(
     loss_fn: Callable | None = None,
     on_backward: Callable[[nn.Module], None] | None = None,
     on_epoch_end: Callable[[nn.Module, int], None] | None = None,
+    callbacks: Iterable = (),
     progress: bool = False,
     desc: str = "train",
 ) -> None:
     """Train ``model`` in place with SGD for ``epochs`` passes over ``data``, masks respected.
 
     ``data`` is a batch ``(inputs, targets)`` or a *re-iterable* of batches (a list or a
-    ``DataLoader``; a one-shot iterator is rejected when ``epochs > 1``). Each step:
-    forward, ``loss_fn`` (cross entropy by default), backward, gradients of pruned weights
-    zeroed, ``on_backward(model)`` (e.g. to accumulate gradient magnitudes), SGD step, masks
-    re-applied so pruned weights stay exactly zero. ``on_epoch_end(model, epoch)`` is called
-    after every epoch (``epoch`` counts from 1). The model is left in train mode.
+    ``DataLoader``; a one-shot iterator is rejected when ``epochs > 1``). The steps are those
+    of the one training loop, :func:`sigprop.nn.loop.fit`: forward, ``loss_fn`` (cross
+    entropy by default), backward, gradients of pruned weights zeroed, ``on_backward(model)``
+    (e.g. to accumulate gradient magnitudes), SGD step, masks re-applied so pruned weights
+    stay exactly zero. ``on_epoch_end(model, epoch)`` is called after every epoch (``epoch``
+    counts from 1); ``callbacks`` are further loop callbacks (:mod:`sigprop.nn.loop`), run
+    after those two. The model is left in train mode.
     """
     epochs = positive_int(epochs, "epochs")
     if not lr > 0:
@@ -75,23 +80,72 @@ def short_train(
     layers = require_prunable(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
-    model.train()
-    for epoch in tqdm(range(1, int(epochs) + 1), desc=desc, disable=not progress, leave=False):
-        n_steps = 0
-        for batch in data:
-            x, y = _check_batch(batch, "short training")
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(x), y).backward()
-            masked_step_(
-                opt,
-                layers.values(),
-                before_step=None if on_backward is None else lambda: on_backward(model),
-            )
-            n_steps += 1
-        if n_steps == 0:
-            raise InvalidInput("data holds no batch")
-        if on_epoch_end is not None:
-            on_epoch_end(model, epoch)
+    fit(
+        model,
+        opt,
+        _FiniteInputs(data),
+        epochs=epochs,
+        loss_fn=loss_fn,
+        callbacks=[
+            _Hooks(on_backward, on_epoch_end),
+            *check_callbacks(callbacks),
+            _EpochBar(epochs, desc, progress),
+        ],
+        masked=layers.values(),
+    )
+
+
+class _FiniteInputs:
+    """The batches of ``data``, each checked for finite inputs when reached."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __iter__(self):
+        for batch in self.data:
+            yield _check_batch(batch, "short training")
+
+
+class _Hooks(Callback):
+    """:func:`short_train`'s ``on_backward(model)`` and ``on_epoch_end(model, epoch)``."""
+
+    def __init__(self, on_backward, on_epoch_end):
+        self.backward, self.epoch_end = on_backward, on_epoch_end
+
+    def on_before_step(self, step, model):
+        if self.backward is not None:
+            self.backward(model)
+
+    def on_epoch_end(self, epoch, model):
+        if self.epoch_end is not None:
+            self.epoch_end(model, epoch)
+
+
+class _EpochBar(Callback):
+    """A tqdm bar over the epochs (closed when the loop ends)."""
+
+    def __init__(self, epochs, desc, progress):
+        self.bar = tqdm(total=epochs, desc=desc, disable=not progress, leave=False)
+
+    def on_epoch_end(self, epoch, model):
+        self.bar.update(1)
+
+    def on_train_end(self, model):
+        self.bar.close()
+
+
+class _GradientMagnitude(Callback):
+    """K-starts' gradient fitness: Σ over steps of Σ |∂L/∂w| over the kept weights of
+    ``layers``, read as the optimiser sees the gradients (before its step), in float64."""
+
+    def __init__(self, layers):
+        self.layers = layers
+        self.total = torch.zeros((), dtype=torch.float64)
+
+    def on_before_step(self, step, model):
+        for m in self.layers.values():
+            if m.weight.grad is not None:
+                self.total += m.weight.grad.detach().abs().sum().to(torch.float64)
 
 
 def kstarts_masks(
@@ -136,14 +190,7 @@ def kstarts_masks(
         trial = copy.deepcopy(model)
         apply(trial, masks)
         layers = require_prunable(trial)
-        grad_sum = torch.zeros((), dtype=torch.float64)
-
-        def accumulate(_model, layers=layers):
-            nonlocal grad_sum
-            for m in layers.values():
-                if m.weight.grad is not None:
-                    grad_sum += m.weight.grad.detach().abs().sum().to(torch.float64)
-
+        grad_sum = _GradientMagnitude(layers)
         short_train(
             trial,
             data,
@@ -151,13 +198,13 @@ def kstarts_masks(
             lr=lr,
             momentum=momentum,
             loss_fn=loss_fn,
-            on_backward=accumulate,
+            callbacks=[grad_sum],
             desc=f"kstarts candidate {i}",
         )
         mag = sum(float(m.weight.detach().abs().sum()) for m in layers.values())
         candidates.append(masks)
         magnitudes.append(mag)
-        gradients.append(float(grad_sum))
+        gradients.append(float(grad_sum.total))
     if fitness == "magnitude":
         fit = list(magnitudes)
     elif fitness == "gradient":
