@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["theory", "dct", "prune", "jacobian", "check", "train", "sweep"]
+ORDER = ["theory", "propagation", "graph", "dct", "prune", "jacobian", "check", "train", "watch", "sweep"]
 
 
 def main() -> None:
