@@ -30,7 +30,7 @@ def test_ci_runs_the_readme_test_command():
         assert step.replace("pip install", "python -m pip install", 1) in ci or step in ci, step
 
 
-@pytest.mark.parametrize("name", sorted(set(re.findall(r"`sigprop (\w+)", README))))
+@pytest.mark.parametrize("name", sorted(set(re.findall(r"`sigprop ([\w-]+)", README))))
 def test_readme_subcommands_exist(name):
     parser = build_parser()
     choices = next(a for a in parser._actions if a.dest == "command").choices
