@@ -1,0 +1,355 @@
+"""Pooling: average (incl. adaptive) and max pooling with borders.
+
+Average pooling is linear: out(p) = (1/D_p) Σ_{j∈w(p)} x(j) with D_p torch's divisor
+(``count_include_pad``) and the window's positions j. Within a window and across windows
+two distinct positions are taken to be correlated like the record's far-field pair
+(cov_pos), the same position like itself (q): this is exact for inputs whose distinct
+positions share one covariance (iid pixels, and every layer of a zero-padded CNN until a
+first pooling), and an approximation (near-field correlations neglected) after that.
+Overlapping windows are counted exactly: Σ_{p≠p′} over shared positions j of
+(q(j) − cov_pos)/(D_p D_p′) = Σ_j (q(j) − cov_pos)(A_j² − B_j), A_j = Σ_{p∋j} 1/D_p,
+B_j = Σ_{p∋j} 1/D_p², both separable over the spatial dims.
+
+Max pooling (Gaussian input: the translator commutes a monotone activation past it) models
+each window as n equicorrelated Gaussians with the record's mean μ, variance v and centred
+correlation ρ = (cov_pos − μ²)/v: x_j = μ + √(vρ) z₀ + √(v(1 − ρ)) z_j, so
+max = μ + √(vρ) z₀ + √(v(1 − ρ)) M_n with M_n the maximum of n iid standard normals
+(moments from quadrature of n ϕ(z)Φ(z)^{n−1}). Then E[max], E[max²] and the covariance of
+two windows, E[max]² + vρ, are exact in the model; two samples share only their common
+component (E[max]² + cov_indep − μ²); the input pair's same-window covariance adds
+v(1 − ρ) Cov(M_n, M_n′) for pairs of maxima of n iid pairs of correlation λ, computed by
+Hoeffding's identity Cov = ∫∫ Φ₂(x, y; λ)ⁿ − Φ(x)ⁿΦ(y)ⁿ dx dy (Hoeffding 1940) on a
+Chebyshev table in λ. Windows are the valid (non-padded) positions; borders use the
+window's average μ and v.
+
+Backward: avg, g_in(j) = Σ_{p∋j} g(p)/D_p²; max, g_in(j) = Σ_{p∋j} g(p)/n_p (the argmax
+is uniform over the window in the model); gradients of distinct windows uncorrelated.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from scipy import special
+
+from sigprop.theory import gaussian
+from sigprop.theory.propagation import grid as G
+from sigprop.theory.propagation.pointwise import pair_average
+from sigprop.theory.propagation.pwl import bvn_upper
+from sigprop.theory.propagation.records import CROSS, Grad, Moments
+from sigprop.validate import InvalidInput
+
+__all__ = [
+    "avg_pool",
+    "avg_pool_backward",
+    "adaptive_avg_pool",
+    "adaptive_avg_pool_backward",
+    "max_pool",
+    "max_pool_backward",
+    "max_moments",
+    "max_pair_cov",
+]
+
+
+def _tuple(v, n: int, name: str, minimum: int) -> tuple[int, ...]:
+    vals = tuple(int(x) for x in np.atleast_1d(v))
+    if len(vals) == 1:
+        vals = vals * n
+    if len(vals) != n or any(x < minimum for x in vals):
+        raise InvalidInput(f"{name} must be {n} integers >= {minimum}, got {v!r}")
+    return vals
+
+
+class _Windows:
+    """Per-dim window tables (k_d, L_out_d) and divisors (L_out_d,)."""
+
+    def __init__(self, spatial, idx, div):
+        self.spatial_in = tuple(spatial)
+        self.idx = idx
+        self.div = [np.asarray(d, dtype=float) for d in div]
+        self.spatial_out = tuple(ix.shape[1] for ix in idx)
+
+    @classmethod
+    def regular(cls, spatial, kernel, stride, padding, dilation, ceil_mode, count_pad):
+        n = len(spatial)
+        k = _tuple(kernel, n, "kernel", 1)
+        s = _tuple(k if stride is None else stride, n, "stride", 1)
+        p = _tuple(padding, n, "padding", 0)
+        d = _tuple(dilation, n, "dilation", 1)
+        if any(2 * pp > kk for pp, kk in zip(p, k)):
+            raise InvalidInput("padding must be at most half the kernel size (torch's rule)")
+        idx, div = [], []
+        for L, kk, ss, pp, dd in zip(spatial, k, s, p, d):
+            ix = G.tap_index(L, kk, ss, pp, dd, ceil_mode)
+            start = np.arange(ix.shape[1]) * ss - pp
+            if count_pad:
+                div.append(np.minimum(start + (kk - 1) * dd + 1, L + pp) - start)
+            else:
+                div.append((ix >= 0).sum(axis=0))
+            idx.append(ix)
+        return cls(spatial, idx, div)
+
+    @classmethod
+    def adaptive(cls, spatial, output_size):
+        n = len(spatial)
+        out = [L if o is None else int(o) for L, o in zip(spatial, _out_sizes(output_size, n))]
+        if any(o < 1 for o in out):
+            raise InvalidInput(f"output_size must be positive, got {output_size!r}")
+        idx = [G.window_index(L, o) for L, o in zip(spatial, out)]
+        return cls(spatial, idx, [(ix >= 0).sum(axis=0) for ix in idx])
+
+    def forward(self, grid):
+        """Output axes (classes also keyed by the divisor), tap tables, and per output
+        class: valid count n, divisor D (both (*n_out) arrays)."""
+        axes, tables, nval, dval = [], [], [], []
+        for ax, ix, dv in zip(grid, self.idx, self.div):
+            keys = np.where(ix >= 0, ax.cls[np.maximum(ix, 0)], ax.n)
+            oax = G.axis_from_keys(np.concatenate([keys.T, dv[:, None].astype(np.int64)], 1))
+            tab = keys[:, oax.rep]
+            axes.append(oax)
+            tables.append(tab)
+            nval.append((tab < ax.n).sum(axis=0).astype(float))
+            dval.append(dv[oax.rep])
+        return tuple(axes), tables, _outer(nval), _outer(dval)
+
+    def transpose(self, g: Grad, weight_axes) -> Grad:
+        """Σ_{p∋j} g(p) w(p) with w given per dim per output index (separable)."""
+        axes_g = []
+        for ax, w in zip(g.grid, weight_axes):
+            axes_g.append(G.axis_from_keys(np.stack([ax.cls, _codes(w)], 1)))
+        wg = _outer([w[ax.rep] for ax, w in zip(axes_g, weight_axes)])
+        vals = G.take(g.g_cls, [old.cls[new.rep] for old, new in zip(g.grid, axes_g)]) * wg
+        out_axes, tables = [], []
+        for ax, ix, L in zip(axes_g, self.idx, self.spatial_in):
+            a, t = G.backward_table(ax, ix, L)
+            out_axes.append(a)
+            tables.append(t)
+        padded = np.pad(vals, [(0, 0)] + [(0, 1)] * len(tables))
+        total = 0.0
+        for taps in np.ndindex(*[t.shape[0] for t in tables]):
+            total = total + G.take(padded, [t[k] for t, k in zip(tables, taps)])
+        return Grad(tuple(out_axes), total)
+
+
+def _codes(w: np.ndarray) -> np.ndarray:
+    _, inv = np.unique(w, return_inverse=True)
+    return np.ravel(inv)
+
+
+def _outer(vectors) -> np.ndarray:
+    out = np.ones(())
+    for v in vectors:
+        out = np.multiply.outer(out, v)
+    return out
+
+
+def _out_sizes(output_size, n):
+    if output_size is None or np.isscalar(output_size):
+        return (output_size,) * n
+    sizes = tuple(output_size)
+    if len(sizes) != n:
+        raise InvalidInput(f"output_size needs {n} entries, got {output_size!r}")
+    return sizes
+
+
+def _window_sum(values: np.ndarray, tables) -> np.ndarray:
+    padded = np.pad(values, [(0, 0)] + [(0, 1)] * len(tables))
+    total = 0.0
+    for taps in np.ndindex(*[t.shape[0] for t in tables]):
+        total = total + G.take(padded, [t[k] for t, k in zip(tables, taps)])
+    return total
+
+
+# ------------------------------------------------------------------------------ average
+def _avg(m: Moments, win: _Windows) -> Moments:
+    if not m.grid:
+        raise InvalidInput("pooling needs a record with spatial dimensions")
+    axes, tables, nval, dval = win.forward(m.grid)
+    qs = _window_sum(m.q_cls, tables)
+    ms = _window_sum(m.mean_cls, tables)
+    kpos = m.cov_pos.reshape((-1,) + (1,) * len(axes))
+    q = (qs + (nval * nval - nval) * kpos) / (dval * dval)
+    mean = ms / dval
+    ratio = np.broadcast_to(nval / dval, (1,) + nval.shape)
+    pout = int(np.prod(win.spatial_out))
+    # overlap sums per dim: A_d(j) = Σ_{y∋j} 1/D_d(y), B_d(j) = Σ 1/D_d(y)²
+    sa2, sb, ta2, tb = [], [], 1.0, 1.0
+    for ax, ix, dv in zip(m.grid, win.idx, win.div):
+        a = np.zeros(ax.length)
+        b = np.zeros(ax.length)
+        for t in range(ix.shape[0]):
+            ok = ix[t] >= 0
+            np.add.at(a, ix[t, ok], 1.0 / dv[ok])
+            np.add.at(b, ix[t, ok], 1.0 / dv[ok] ** 2)
+        sa2.append(np.bincount(ax.cls, a * a, ax.n))
+        sb.append(np.bincount(ax.cls, b, ax.n))
+        ta2, tb = ta2 * np.sum(a * a), tb * np.sum(b)
+    overlap_w = _outer(sa2) - _outer(sb)  # per input class Σ_j (A_j² − B_j)
+    pairs = pout * (pout - 1) if pout > 1 else 1.0
+
+    def overlap(values_cls, k_const):
+        return (G.wsum(values_cls, overlap_w) - k_const * (ta2 - tb)) / pairs
+
+    cross = {}
+    for k in CROSS:
+        val = getattr(m, k)
+        if val is None:
+            cross[k] = None
+            continue
+        if k == "cov_pos":
+            cross[k] = pair_average(k, ratio, ratio, axes)[0] * val + overlap(m.q_cls, val)
+        elif k == "cov_indep":
+            cross[k] = pair_average(k, ratio, ratio, axes)[0] * val
+        elif k == "cov_pair":
+            w = G.class_weights(axes)
+            cross[k] = (
+                G.wsum(nval / dval**2, w) * val
+                + G.wsum((nval * nval - nval) / dval**2, w) * m.cov_pair_pos
+            )
+        else:
+            same = np.broadcast_to(m.cov_pair.reshape((-1,) + (1,) * len(m.grid)), m.q_cls.shape)
+            cross[k] = pair_average(k, ratio, ratio, axes)[0] * val + overlap(same, val)
+    return Moments(axes, np.maximum(q, 0.0), mean, **cross)
+
+
+def avg_pool(m, kernel, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """``nn.AvgPoolNd`` (module doc)."""
+    win = _Windows.regular(m.spatial, kernel, stride, padding, 1, ceil_mode, count_include_pad)
+    return _avg(m, win)
+
+
+def avg_pool_backward(
+    m, g, kernel, stride=None, padding=0, ceil_mode=False, count_include_pad=True
+) -> Grad:
+    win = _Windows.regular(m.spatial, kernel, stride, padding, 1, ceil_mode, count_include_pad)
+    return win.transpose(g, [1.0 / dv**2 for dv in win.div])
+
+
+def adaptive_avg_pool(m: Moments, output_size) -> Moments:
+    """``nn.AdaptiveAvgPoolNd`` (windows ⌊iL/out⌋ .. ⌈(i+1)L/out⌉)."""
+    return _avg(m, _Windows.adaptive(m.spatial, output_size))
+
+
+def adaptive_avg_pool_backward(m: Moments, g: Grad, output_size) -> Grad:
+    win = _Windows.adaptive(m.spatial, output_size)
+    return win.transpose(g, [1.0 / dv**2 for dv in win.div])
+
+
+# ------------------------------------------------------------------------------ max
+@functools.lru_cache(maxsize=256)
+def max_moments(n: int) -> tuple[float, float]:
+    """(E[M_n], E[M_n²]) for the maximum of n iid standard normals."""
+    n = int(n)
+    if n < 1:
+        raise InvalidInput("a window needs at least one element")
+    if n == 1:
+        return 0.0, 1.0
+    dens = lambda z: n * special.ndtr(z) ** (n - 1)  # noqa: E731 - density ratio to ϕ
+    e1 = float(gaussian.expect(lambda z: z * dens(z), 1.0))
+    e2 = float(gaussian.expect(lambda z: z * z * dens(z), 1.0))
+    return e1, e2
+
+
+_LAM_NODES = 33
+_LAM = np.cos(np.pi * (np.arange(_LAM_NODES) + 0.5) / _LAM_NODES)
+_LAM_W = (-1.0) ** np.arange(_LAM_NODES) * np.sin(
+    np.pi * (np.arange(_LAM_NODES) + 0.5) / _LAM_NODES
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _pair_cov_table(n: int) -> np.ndarray:
+    x, w = np.polynomial.legendre.leggauss(96)
+    x, w = 7.5 * x, 7.5 * w
+    X, Y = np.meshgrid(x, x, indexing="ij")
+    W = np.outer(w, w)
+    fx = special.ndtr(X) ** n * special.ndtr(Y) ** n
+    out = np.empty(_LAM_NODES)
+    for i, lam in enumerate(_LAM):
+        # P(M ≤ x, M′ ≤ y) = P(Z ≤ x, Z′ ≤ y)ⁿ = (1 − Φ(−x) − Φ(−y) + P(Z > x, Z′ > y))ⁿ
+        joint = 1.0 - special.ndtr(-X) - special.ndtr(-Y) + bvn_upper(X, Y, lam)
+        out[i] = np.sum(W * (np.clip(joint, 0.0, 1.0) ** n - fx))
+    return out
+
+
+def max_pair_cov(n: int, lam) -> np.ndarray:
+    """Cov(M_n, M_n′) for maxima of n iid pairs of standard normals of correlation λ."""
+    lam = np.clip(np.asarray(lam, dtype=float), -1.0, 1.0)
+    e1, e2 = max_moments(n)
+    if n == 1:
+        return lam.copy()
+    table = _pair_cov_table(int(n))
+    diff = lam[..., None] - _LAM
+    exact = diff == 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lw = _LAM_W / diff
+    lw = np.where(exact.any(axis=-1, keepdims=True), exact.astype(float), lw)
+    out = np.sum(lw * table, axis=-1) / np.sum(lw, axis=-1)
+    return np.where(lam >= 1.0, e2 - e1 * e1, out)
+
+
+def _max_params(m, kernel, stride, padding, dilation, ceil_mode):
+    win = _Windows.regular(m.spatial, kernel, stride, padding, dilation, ceil_mode, False)
+    return win
+
+
+def max_pool(m: Moments, kernel, stride=None, padding=0, dilation=1, ceil_mode=False) -> Moments:
+    """``nn.MaxPoolNd`` on Gaussian input (module doc)."""
+    if not m.grid:
+        raise InvalidInput("pooling needs a record with spatial dimensions")
+    win = _max_params(m, kernel, stride, padding, dilation, ceil_mode)
+    axes, tables, nval, _ = win.forward(m.grid)
+    v = np.maximum(m.q_cls - m.mean_cls**2, 0.0)
+    mu_w = _window_sum(m.mean_cls, tables) / nval
+    v_w = _window_sum(v, tables) / nval
+    v_c = m.channel_average(v)
+    nd = len(axes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.where(
+            v_c > 0, (m.cov_pos - pair_average("cov_pos", m.mean_cls, m.mean_cls, m.grid)) / v_c, 0
+        )
+    rho = np.clip(rho, 0.0, 1.0)
+    rb = rho.reshape((-1,) + (1,) * nd)
+    ns = np.unique(nval).astype(int)
+    e1 = np.zeros(nval.shape)
+    e2 = np.zeros(nval.shape)
+    for n in ns:
+        a, b = max_moments(int(n))
+        e1 = np.where(nval == n, a, e1)
+        e2 = np.where(nval == n, b, e2)
+    sd = np.sqrt(v_w * (1.0 - rb))
+    m1 = mu_w + sd * e1
+    m2 = mu_w**2 + v_w * rb + 2 * mu_w * sd * e1 + v_w * (1.0 - rb) * e2
+    cross = {}
+    mu_in = m.mean_cls
+    for k in CROSS:
+        val = getattr(m, k)
+        if val is None:
+            cross[k] = None
+            continue
+        if k == "cov_pos":
+            shared = rho * v_c
+        else:
+            kk = "cov_pair_pos" if k == "cov_pair" else k
+            shared = getattr(m, kk) - pair_average(kk, mu_in, mu_in, m.grid)
+        out = pair_average(k, m1, m1, axes) + shared
+        if k == "cov_pair":
+            same = m.cov_pair - pair_average("cov_pair", mu_in, mu_in, m.grid)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                lam = np.where(v_c * (1 - rho) > 0, (same - shared) / (v_c * (1.0 - rho)), 0.0)
+            w = G.class_weights(axes)
+            cov_m = np.zeros(m.channels)
+            for n in ns:
+                frac = float(np.sum(w * (nval == n)))
+                cov_m = cov_m + frac * max_pair_cov(int(n), lam)
+            out = out + v_c * (1.0 - rho) * cov_m
+        cross[k] = out
+    return Moments(axes, np.maximum(m2, 0.0), m1, **cross)
+
+
+def max_pool_backward(
+    m: Moments, g: Grad, kernel, stride=None, padding=0, dilation=1, ceil_mode=False
+) -> Grad:
+    win = _max_params(m, kernel, stride, padding, dilation, ceil_mode)
+    return win.transpose(g, [1.0 / dv for dv in win.div])
