@@ -12,12 +12,7 @@ docstring for its equations and approximations.
 from __future__ import annotations
 
 from sigprop.theory.propagation.activation import resolve
-from sigprop.theory.propagation.attention import (
-    attention,
-    attention_backward,
-    attention_weight_grads,
-)
-from sigprop.theory.propagation.conv import (
+from sigprop.theory.propagation.dense import (
     DEFAULT_BUDGET,
     conv,
     conv_backward,
@@ -75,6 +70,11 @@ from sigprop.theory.propagation.pool import (
 )
 from sigprop.theory.propagation.pwl import PiecewiseLinear
 from sigprop.theory.propagation.records import Grad, Moments
+from sigprop.theory.propagation.selfattn import (
+    attention,
+    attention_backward,
+    attention_weight_grads,
+)
 from sigprop.theory.propagation.softmax import softmax_overlap, softmax_stats
 
 __all__ = [

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sigprop._json import to_jsonable
-from sigprop.theory.propagation.conv import DEFAULT_BUDGET
+from sigprop.theory.propagation.dense import DEFAULT_BUDGET
 from sigprop.theory.propagation.ops import OPS, Context, check_params
 from sigprop.theory.propagation.records import Grad, Moments
 from sigprop.validate import InvalidInput, InvalidType, nonneg_float, positive_int
@@ -180,13 +180,15 @@ def propagate(
     *,
     output_grad: float = 1.0,
     budget: float = DEFAULT_BUDGET,
+    backward: bool = True,
 ) -> PropagationResult:
     """Forward and backward propagation of mean-field moments through ``graph``.
 
     ``q0``: variance of the iid Gaussian input entries; ``c0``: correlation of the
     tracked input pair (None: no pair); ``batch_size``: B for train-mode BatchNorm and
     Brock et al.'s summaries; ``output_grad``: g at every output element; ``budget``:
-    multiply-adds above which a conv uses the rank-1 factorisation.
+    multiply-adds above which a conv uses the rank-1 factorisation; ``backward``: False
+    skips the backward pass (no gradients, weight-gradient norms or backward summaries).
     """
     if not isinstance(graph, TheoryGraph):
         raise InvalidType(f"propagate needs a TheoryGraph, got {type(graph).__name__}")
@@ -229,7 +231,7 @@ def propagate(
     grads: dict[str, Grad] = {}
     internals: dict[str, dict] = {}
     pending: dict[str, Grad] = {}
-    for o in outputs:
+    for o in outputs if backward else ():
         if o not in incomplete:
             g = Grad.ones(moments[o], output_grad)
             pending[o] = pending[o] + g if o in pending else g

@@ -14,6 +14,7 @@ run of a 224-wide map collapses to one class while every border index keeps its 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,14 @@ class Axis:
             raise InvalidInput("an axis needs a non-empty 1-D class map")
         cls.setflags(write=False)
         object.__setattr__(self, "cls", cls)
+        n = int(cls.max()) + 1
+        counts = np.bincount(cls, minlength=n).astype(float)
+        first = np.full(n, cls.size, dtype=np.int64)
+        np.minimum.at(first, cls, np.arange(cls.size))
+        for name, value in (("counts", counts), ("rep", first)):
+            value.setflags(write=False)
+            object.__setattr__(self, "_" + name, value)
+        object.__setattr__(self, "_n", n)
 
     @property
     def length(self) -> int:
@@ -63,17 +72,15 @@ class Axis:
 
     @property
     def n(self) -> int:
-        return int(self.cls.max()) + 1
+        return self._n
 
     @property
     def counts(self) -> np.ndarray:
-        return np.bincount(self.cls, minlength=self.n).astype(float)
+        return self._counts
 
     @property
     def rep(self) -> np.ndarray:
-        first = np.full(self.n, self.length, dtype=np.int64)
-        np.minimum.at(first, self.cls, np.arange(self.length))
-        return first
+        return self._rep
 
     def same(self, other: Axis) -> bool:
         return self.cls.shape == other.cls.shape and bool(np.all(self.cls == other.cls))
@@ -88,11 +95,30 @@ def axis_from_keys(keys: np.ndarray) -> Axis:
     """Axis whose classes are the distinct rows of ``keys`` (shape (L, m)), numbered by
     first appearance."""
     keys = np.asarray(keys).reshape(keys.shape[0], -1)
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    if keys.shape[1] > 16 or keys.dtype.kind == "f":  # long or float rows: sort them whole
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        return _by_first(first, inverse)
+    code = np.zeros(keys.shape[0], dtype=np.int64)
+    for col in keys.T:  # fold the columns into one small integer code per row
+        _, inv = np.unique(col, return_inverse=True)
+        inv = np.ravel(inv)
+        code = code * (int(inv.max()) + 1) + inv
+        _, code = np.unique(code, return_inverse=True)
+        code = np.ravel(code)
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    return _by_first(first, inverse)
+
+
+def _by_first(first: np.ndarray, inverse: np.ndarray) -> Axis:
     order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     return Axis(rank[np.ravel(inverse)])
+
+
+def coarser(a: Axis, b: Axis) -> bool:
+    """True when every class of ``b`` lies within one class of ``a``."""
+    return a.length == b.length and bool(np.array_equal(a.cls[b.rep][b.cls], a.cls))
 
 
 def refine(a: Axis, b: Axis) -> tuple[Axis, np.ndarray, np.ndarray]:
@@ -125,7 +151,13 @@ def refine_grids(grids) -> tuple[tuple, list]:
         lengths = {g[d].length for g in grids}
         if len(lengths) != 1:
             raise InvalidInput(f"spatial sizes differ along dimension {d}: {sorted(lengths)}")
-        ax = grids[0][d] if all(g[d].same(grids[0][d]) for g in grids) else axis_from_keys(keys)
+        ax = None
+        for cand in grids:  # one of the grids often refines all the others
+            if all(g[d] is cand[d] or coarser(g[d], cand[d]) for g in grids):
+                ax = cand[d]
+                break
+        if ax is None:
+            ax = axis_from_keys(keys)
         axes.append(ax)
         rep = ax.rep
         for k, g in enumerate(grids):
@@ -148,15 +180,23 @@ def expand(values: np.ndarray, grid) -> np.ndarray:
 
 def class_weights(grid) -> np.ndarray:
     """Fraction of all positions in each class, shape (*n) (sums to 1)."""
+    return _class_weights(tuple(grid))
+
+
+@functools.lru_cache(maxsize=512)
+def _class_weights(grid: tuple) -> np.ndarray:
     w = np.ones(())
     for ax in grid:
         w = np.multiply.outer(w, ax.counts / ax.length)
+    w.setflags(write=False)
     return w
 
 
 def wsum(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Σ over the trailing class axes of values (C, *n) weighted by weights (*n) → (C,)."""
-    return np.tensordot(values, weights, axes=weights.ndim) if weights.ndim else values * weights
+    if not weights.ndim:
+        return values * weights
+    return values.reshape(values.shape[0], -1) @ weights.reshape(-1)
 
 
 def out_length(length: int, k: int, stride: int, pad: int, dil: int, ceil_mode: bool) -> int:

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from sigprop.theory.propagation import attention as A
-from sigprop.theory.propagation import conv as L
+from sigprop.theory.propagation import dense as L
 from sigprop.theory.propagation import norm as N
 from sigprop.theory.propagation import pointwise as P
 from sigprop.theory.propagation import pool as PL
+from sigprop.theory.propagation import selfattn as A
 from sigprop.validate import InvalidInput
 
 __all__ = ["OPS", "Op", "Context"]

@@ -95,6 +95,15 @@ class PiecewiseLinear:
     def moments(self, mu, v) -> dict[str, np.ndarray]:
         """E[φ(X)], E[φ(X)²], E[φ′(X)²] for X ~ N(μ, v), elementwise."""
         mu, v = np.broadcast_arrays(np.asarray(mu, dtype=float), np.asarray(v, dtype=float))
+        if self.knots == (0.0,) and self.a0 == 0.0 and not np.any(mu):
+            # ReLU family at zero mean: φ = a1 x + c x⁺, homogeneous
+            c, a1 = self.jumps[0], self.a1
+            v = np.maximum(v, 0.0)
+            return {
+                "m1": c * np.sqrt(v) * _INV_SQRT_2PI,
+                "m2": v * (a1 * a1 + a1 * c + 0.5 * c * c),
+                "d2": np.full(v.shape, a1 * a1 + a1 * c + 0.5 * c * c),
+            }
         s = np.sqrt(np.maximum(v, 0.0))
         det = s <= 1e-12 * (1.0 + np.abs(mu))
         ss = np.where(det, 1.0, s)

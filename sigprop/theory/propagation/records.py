@@ -80,9 +80,10 @@ class Moments:
             v = _frozen(np.broadcast_to(v, (c,)))
             object.__setattr__(self, name, v)
         arrays = [q, mean] + [getattr(self, k) for k in CROSS if getattr(self, k) is not None]
-        if not all(np.all(np.isfinite(a)) for a in arrays):
+        # one reduction per array: a NaN or ±inf anywhere makes the sum non-finite
+        if not all(np.isfinite(np.sum(a)) for a in arrays):
             raise InvalidInput("moments must be finite (a layer overflowed float64)")
-        if np.any(q < 0):
+        if q.size and np.min(q) < 0:
             raise InvalidInput("second moments q must be non-negative")
 
     # -- construction --------------------------------------------------------------
@@ -213,15 +214,19 @@ class Moments:
 
     def summary(self, batch_size: int) -> dict:
         """JSON-ready summaries of this record."""
+        qc, mc = self.q_channel(), self.mean_channel()
+        sq = self.channel_sq_mean(batch_size)
+        n = positive_int(batch_size, "batch_size") * self.positions
+        var = (qc - sq) * (n / (n - 1) if n > 1 else 1.0)
         return {
             "shape": list(self.shape),
-            "q_mean": self.q_mean(),
-            "mean_mean": float(np.mean(self.mean_channel())),
+            "q_mean": float(np.mean(qc)),
+            "mean_mean": float(np.mean(mc)),
             "correlation": self.correlation(),
-            "avg_sq_ch_mean": self.avg_sq_ch_mean(batch_size),
-            "avg_ch_var": self.avg_ch_var(batch_size),
-            "q_channel": self.q_channel().tolist(),
-            "mean_channel": self.mean_channel().tolist(),
+            "avg_sq_ch_mean": float(np.mean(sq)),
+            "avg_ch_var": float(np.mean(var)),
+            "q_channel": qc.tolist(),
+            "mean_channel": mc.tolist(),
         }
 
 
@@ -239,7 +244,7 @@ class Grad:
         n = tuple(ax.n for ax in grid)
         if g.ndim != 1 + len(grid) or g.shape[1:] != n:
             raise InvalidInput(f"g_cls has shape {g.shape}, the grid needs (C, {n})")
-        if not np.all(np.isfinite(g)) or np.any(g < 0):
+        if not np.isfinite(np.sum(g)) or (g.size and np.min(g) < 0):
             raise InvalidInput("gradient second moments must be finite and non-negative")
         object.__setattr__(self, "g_cls", g)
 

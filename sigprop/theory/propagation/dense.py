@@ -23,12 +23,11 @@ Cost and the rank-1 path: the exact map costs C_out·(C_in/groups)·k·n (n = po
 classes of the output, see :mod:`~sigprop.theory.propagation.grid`). Beyond ``budget``
 multiply-adds the input map is factorised q_in(i, p) ≈ a(i) f(p) with a the channel
 means and f the channel-summed profile (both marginals exact; exact when q_in is a
-product, e.g. position-independent), which costs C_out·C_in·k + C_out·k·n.
+product, e.g. position-independent), which costs C_out·C_in·k + C_out·k·n. The backward
+map and the weight gradient factorise the gradient map g(o, p) the same way.
 """
 
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 
@@ -315,7 +314,8 @@ def conv_weight_grad(
     """E‖∂L/∂W ⊙ M‖² of one sample, Σ_kept Σ_p g(o,p) q_in(i, s·p + d·t − pad).
 
     ``mask`` defaults to the kept pattern w2 > 0. With ``per_weight`` returns the array
-    E[(∂L/∂w)²]·M of the weight's shape instead of its sum.
+    E[(∂L/∂w)²]·M of the weight's shape instead of its sum. Beyond ``budget`` the
+    gradient map is factorised g(o, p) ≈ a(o) f(p) (channels of x stay exact).
     """
     w2, groups = _check_conv(m.channels, w2, groups, m.spatial)
     mask = _mask(mask, w2)
@@ -323,35 +323,33 @@ def conv_weight_grad(
     counts = [G.count_matrices(ga, qa, ix) for ga, qa, ix in zip(g.grid, m.grid, geo.idx)]
     c_out, cig = w2.shape[:2]
     cog = c_out // groups
-    nq = m.q_cls.shape[1:]
-    cost = float(c_out) * cig * geo.taps * int(np.prod(nq))
+    ng, nq = int(np.prod(g.g_cls.shape[1:])), int(np.prod(m.q_cls.shape[1:]))
+    nq1 = m.q_cls.shape[1] if m.grid else 1
+    cost = float(geo.taps) * c_out * (ng * nq1 + cig * nq)
     exact = cost <= budget or per_weight
-    if not exact:
-        ag, fg = _rank1(g.g_cls, G.class_weights(g.grid))
-        aq, fq = _rank1(m.q_cls, m.weights)
-    per = np.zeros((c_out, cig, geo.taps)) if per_weight else None
-    total = 0.0
-    mk = mask.reshape(c_out, cig, geo.taps)
-    for t, taps in enumerate(itertools.product(*(range(k) for k in geo.kernel))):
-        if exact:
-            h = g.g_cls
-            for d, tt in enumerate(taps):  # contract output classes with the count matrix
-                h = np.moveaxis(np.tensordot(h, counts[d][tt], axes=([1 + d], [0])), -1, 1 + d)
-            hh = h.reshape(groups, cog, -1)
-            qq = m.q_cls.reshape(groups, cig, -1)
-            gt = np.matmul(hh, qq.transpose(0, 2, 1)).reshape(c_out, cig)
-            if per is not None:
-                per[:, :, t] = gt * mk[:, :, t]
-            total += float(np.sum(gt * mk[:, :, t]))
-        else:
-            h = fg
-            for d, tt in enumerate(taps):
-                h = np.moveaxis(np.tensordot(h, counts[d][tt], axes=([d], [0])), -1, d)
-            s_t = float(np.sum(h * fq))
-            mt = mk[:, :, t].reshape(groups, cog, cig)
-            total += s_t * float(
-                np.einsum("go,goc,gc->", ag.reshape(groups, cog), mt, aq.reshape(groups, cig))
-            )
-    if per is not None:
-        return per.reshape(w2.shape)
-    return total
+    if exact:
+        source = g.g_cls
+    else:
+        ag, source = _rank1(g.g_cls, G.class_weights(g.grid))
+        source = source[None]
+    mk = mask.reshape(groups, cog, cig, geo.taps)
+    qq = m.q_cls.reshape(groups, cig, -1)
+    h = _tap_contract(source, counts)  # (C_out or 1, K, n_q): Σ_p src(p) [p + t has class b]
+    if exact:
+        gt = np.einsum("goKb,gcb->gocK", h.reshape(groups, cog, geo.taps, -1), qq)
+        if per_weight:
+            return (gt * mk).reshape(w2.shape)
+        return float(np.sum(gt * mk))
+    ht = np.einsum("Kb,gcb->gcK", h[0], qq)  # Σ_p f(p) q(i, p + t)
+    return float(np.einsum("go,gocK,gcK->", ag.reshape(groups, cog), mk, ht))
+
+
+def _tap_contract(source: np.ndarray, counts) -> np.ndarray:
+    """h[o, t, b] = Σ_a source[o, a] Π_d counts_d[t_d, a_d, b_d], taps flattened in C order."""
+    h = source
+    for d, cm in enumerate(counts):
+        # axes (o, t_0..t_{d-1}, a_d..a_{D-1}, b_0..b_{d-1}): contract a_d with cm's axis 1,
+        # which appends (t_d, b_d); move t_d next to the other tap axes
+        h = np.moveaxis(np.tensordot(h, cm, axes=([1 + d], [1])), -2, 1 + d)
+    taps = int(np.prod([cm.shape[0] for cm in counts]))
+    return h.reshape(h.shape[0], taps, -1)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sigprop.theory.propagation import conv as L
+from sigprop.theory.propagation import dense as L
 from sigprop.theory.propagation import grid as G
 from sigprop.theory.propagation.records import Grad, Moments
 from sigprop.theory.propagation.softmax import softmax_overlap, softmax_stats
