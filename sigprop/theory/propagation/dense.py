@@ -32,8 +32,8 @@ from __future__ import annotations
 import numpy as np
 
 from sigprop.theory.propagation import grid as G
-from sigprop.theory.propagation.records import CROSS, Grad, Moments
-from sigprop.validate import InvalidInput, nonneg_array
+from sigprop.theory.propagation.records import CROSS, Grad, Moments, pair_model
+from sigprop.validate import InvalidInput, nonneg_array, positive_int
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -110,14 +110,28 @@ def linear(m: Moments, w2, b2=None, b=None) -> Moments:
 
 
 def linear_backward(m: Moments, g: Grad, w2) -> Grad:
-    """g_in = w2ᵀ g (per position)."""
+    """g_in = w2ᵀ g per position; the cross moments the same way."""
     w2 = _w2(w2, 2)
     n = g.g_cls.shape[1:]
-    return Grad(g.grid, (w2.T @ g.g_cls.reshape(w2.shape[0], -1)).reshape((w2.shape[1],) + n))
+    gin = (w2.T @ g.g_cls.reshape(w2.shape[0], -1)).reshape((w2.shape[1],) + n)
+    return Grad(g.grid, gin, w2.T @ g.g_pos, w2.T @ g.g_indep)
 
 
-def linear_weight_grad(m: Moments, g: Grad, w2, mask=None, per_weight: bool = False):
-    """E‖∂L/∂W ⊙ M‖² of one sample: Σ_{kept (o,i)} Σ_p g(o, p) q(i, p)."""
+def _batch_cross(g: Grad, m: Moments, pairs_pos, pairs_ind, batch_size: int):
+    """Per (o, i): the cross terms of E‖Σ_b Σ_p δ x‖²/B beyond the diagonal,
+    pairs_pos·g_pos(o) cov_pos(i) + (B − 1)·pairs_ind·g_indep(o) cov_indep(i)."""
+    b = positive_int(batch_size, "batch_size")
+    return pairs_pos * np.outer(g.g_pos, m.cov_pos) + (b - 1) * pairs_ind * np.outer(
+        g.g_indep, m.cov_indep
+    )
+
+
+def linear_weight_grad(
+    m: Moments, g: Grad, w2, mask=None, per_weight: bool = False, batch_size: int = 1
+):
+    """E‖∇_W L ⊙ M‖²/B for the batch loss L = Σ_b L_b:
+    Σ_kept [Σ_p g(o,p) q(i,p) + P(P − 1) g_pos cov_pos + (B − 1) P² g_indep cov_indep]
+    (δ independent of x; with B = 1 the gradient of one sample)."""
     w2 = _w2(w2, 2)
     mask = _mask(mask, w2)
     grid, maps = G.refine_grids([g.grid, m.grid])
@@ -125,6 +139,7 @@ def linear_weight_grad(m: Moments, g: Grad, w2, mask=None, per_weight: bool = Fa
     qq = G.take(m.q_cls, maps[1]).reshape(m.channels, -1)
     p = float(np.prod([ax.length for ax in grid])) if grid else 1.0
     per = (gg * G.class_weights(grid).reshape(-1) * p) @ qq.T
+    per = per + _batch_cross(g, m, p * (p - 1), p * p, batch_size)
     return per * mask if per_weight else float(np.sum(per * mask))
 
 
@@ -146,12 +161,16 @@ class _Geometry:
         self.spatial_out = tuple(ix.shape[1] for ix in self.idx)
         self.taps = int(np.prod(self.kernel))
 
-    def tap_fractions(self) -> dict[str, np.ndarray]:
-        """f_X(t) for the cross moments (flattened over taps, C-order of the kernel)."""
+    def tap_counts(self) -> np.ndarray:
+        """n_t: output positions at which tap t reads data (flattened, C order)."""
         nt = np.ones(())
         for ix in self.idx:
             nt = np.multiply.outer(nt, G.tap_counts(ix))
-        nt = nt.reshape(-1)
+        return nt.reshape(-1)
+
+    def tap_fractions(self) -> dict[str, np.ndarray]:
+        """f_X(t) for the cross moments (flattened over taps, C-order of the kernel)."""
+        nt = self.tap_counts()
         p = float(np.prod(self.spatial_out))
         pos = nt * (nt - 1) / (p * (p - 1)) if p > 1 else nt / p
         return {"cov_pos": pos, "cov_indep": (nt / p) ** 2, "cov_pair": nt / p, "cov_pair_pos": pos}
@@ -245,13 +264,49 @@ def conv(
         fmat = _gather(f[None], tables).reshape(geo.taps, mcount)
         q = amat @ fmat
     q = q.reshape((c_out,) + n_out) + b2.reshape((-1,) + (1,) * len(n_out))
-    frac = geo.tap_fractions()
-    cross = {}
-    for k in CROSS:
-        v = getattr(m, k)
-        cross[k] = None if v is None else _tap_sums(wk * frac[k], groups, v).sum(axis=1) + b2
+    cross = _conv_cross(m, geo, wk, groups, b2)
     mean = np.broadcast_to(b.reshape((-1,) + (1,) * len(n_out)), q.shape)
     return Moments(axes, np.maximum(q, 0.0), mean, **cross)
+
+
+def _conv_cross(m: Moments, geo: _Geometry, wk: np.ndarray, groups: int, b2) -> dict:
+    """cov_X of the output: Σ_{i,t} w2(o,i,t) T_X(i,t) + b2(o), T_X the average over the
+    output pairs of K_X(p + t, p′ + t) with both taps valid, under the position model of
+    :func:`~sigprop.theory.propagation.records.pair_model` (exact for
+    position-independent maps, and for maps whose cross moments factorise)."""
+    counts = []
+    for ax, ix in zip(m.grid, geo.idx):
+        cnt = np.zeros((ix.shape[0], ax.n))
+        for t in range(ix.shape[0]):
+            ok = ix[t] >= 0
+            np.add.at(cnt[t], ax.cls[ix[t, ok]], 1.0)
+        counts.append(cnt[:, :, None])
+    p = float(np.prod(geo.spatial_out))
+
+    def tap_sum(values):  # Σ over output positions valid at tap t of values(p + t)
+        return _tap_contract(values, counts).reshape(values.shape[0], geo.taps)
+
+    out = {}
+    for k in CROSS:
+        if getattr(m, k) is None:
+            out[k] = None
+            continue
+        mu, sig, rho = pair_model(m, k)
+        s_mu, s_sig = tap_sum(mu), tap_sum(sig)
+        s_mumu, s_sigsig = tap_sum(mu * mu), tap_sum(sig * sig)
+        r = rho[:, None]
+        if k == "cov_pair":
+            t_x = (s_mumu + r * s_sigsig) / p
+        elif k == "cov_indep":
+            t_x = (s_mu * s_mu + r * s_sig * s_sig) / (p * p)
+        elif p > 1:
+            t_x = (s_mu * s_mu - s_mumu + r * (s_sig * s_sig - s_sigsig)) / (p * (p - 1))
+        else:
+            t_x = s_mu * s_mu + r * s_sig * s_sig
+        c_out, cig, kk = wk.shape
+        w = wk.reshape(groups, c_out // groups, cig, kk)
+        out[k] = np.einsum("gocK,gcK->go", w, t_x.reshape(groups, cig, kk)).reshape(c_out) + b2
+    return out
 
 
 def _tap_sums(wk: np.ndarray, groups: int, a: np.ndarray) -> np.ndarray:
@@ -296,7 +351,15 @@ def conv_backward(
             "gocK,go->gcK", wk.reshape(groups, cog, cig, geo.taps), a.reshape(groups, cog)
         ).reshape(groups * cig, geo.taps)
         out = amat @ _gather(f[None], tables).reshape(geo.taps, mcount)
-    return Grad(axes, np.maximum(out, 0.0).reshape((m.channels,) + n_in))
+    nt = geo.tap_counts()
+    pin = float(np.prod(geo.spatial_in))
+    fpos = nt * (nt - 1) / (pin * (pin - 1)) if pin > 1 else nt / pin
+    cig = w2.shape[1]
+    gx = []
+    for f_x, gv in zip((fpos, (nt / pin) ** 2), (g.g_pos, g.g_indep)):
+        wt = (wk * f_x).sum(axis=2).reshape(groups, c_out // groups, cig)
+        gx.append(np.einsum("goc,go->gc", wt, gv.reshape(groups, -1)).reshape(-1))
+    return Grad(axes, np.maximum(out, 0.0).reshape((m.channels,) + n_in), gx[0], gx[1])
 
 
 def conv_weight_grad(
@@ -310,8 +373,12 @@ def conv_weight_grad(
     mask=None,
     per_weight: bool = False,
     budget: float = DEFAULT_BUDGET,
+    batch_size: int = 1,
 ):
-    """E‖∂L/∂W ⊙ M‖² of one sample, Σ_kept Σ_p g(o,p) q_in(i, s·p + d·t − pad).
+    """E‖∇_W L ⊙ M‖²/B for the batch loss L = Σ_b L_b: per weight
+    Σ_p g(o,p) q_in(i, s·p + d·t − pad) + n_t(n_t − 1) g_pos(o) cov_pos(i)
+    + (B − 1) n_t² g_indep(o) cov_indep(i) (δ independent of x; n_t output positions
+    where tap t reads data; B = 1: one sample's gradient).
 
     ``mask`` defaults to the kept pattern w2 > 0. With ``per_weight`` returns the array
     E[(∂L/∂w)²]·M of the weight's shape instead of its sum. Beyond ``budget`` the
@@ -335,13 +402,24 @@ def conv_weight_grad(
     mk = mask.reshape(groups, cog, cig, geo.taps)
     qq = m.q_cls.reshape(groups, cig, -1)
     h = _tap_contract(source, counts)  # (C_out or 1, K, n_q): Σ_p src(p) [p + t has class b]
+    nt = geo.tap_counts()
+    bsz = positive_int(batch_size, "batch_size")
+    cross = np.einsum(
+        "go,gc,K->gocK",
+        g.g_pos.reshape(groups, cog),
+        m.cov_pos.reshape(groups, cig),
+        nt * (nt - 1),
+    ) + (bsz - 1) * np.einsum(
+        "go,gc,K->gocK", g.g_indep.reshape(groups, cog), m.cov_indep.reshape(groups, cig), nt * nt
+    )
     if exact:
-        gt = np.einsum("goKb,gcb->gocK", h.reshape(groups, cog, geo.taps, -1), qq)
+        gt = np.einsum("goKb,gcb->gocK", h.reshape(groups, cog, geo.taps, -1), qq) + cross
         if per_weight:
             return (gt * mk).reshape(w2.shape)
         return float(np.sum(gt * mk))
     ht = np.einsum("Kb,gcb->gcK", h[0], qq)  # Σ_p f(p) q(i, p + t)
-    return float(np.einsum("go,gocK,gcK->", ag.reshape(groups, cog), mk, ht))
+    diag = float(np.einsum("go,gocK,gcK->", ag.reshape(groups, cog), mk, ht))
+    return diag + float(np.sum(cross * mk))
 
 
 def _tap_contract(source: np.ndarray, counts) -> np.ndarray:

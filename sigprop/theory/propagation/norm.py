@@ -32,8 +32,8 @@ from __future__ import annotations
 import numpy as np
 
 from sigprop.theory.propagation import grid as G
-from sigprop.theory.propagation.pointwise import affine, affine_backward, pair_average
-from sigprop.theory.propagation.records import CROSS, Grad, Moments
+from sigprop.theory.propagation.pointwise import affine, affine_backward
+from sigprop.theory.propagation.records import CROSS, Grad, Moments, pair_average, pair_model
 from sigprop.validate import InvalidInput, positive_int
 
 __all__ = [
@@ -67,9 +67,10 @@ def _eps(eps) -> float:
 
 
 def _chi_factor(nu: np.ndarray) -> np.ndarray:
-    """E[ν/χ²_ν] = ν/(ν − 2), ν capped below at 4."""
+    """E[ν/χ²_ν] = ν/(ν − 2), ν capped below at 4 (1 for ν = ∞)."""
     nu = np.maximum(nu, 4.0)
-    return nu / (nu - 2.0)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(nu), nu / (nu - 2.0), 1.0)
 
 
 def _bc(v: np.ndarray, ndim: int) -> np.ndarray:
@@ -78,13 +79,25 @@ def _bc(v: np.ndarray, ndim: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ batchnorm
 def _bn_stats(m: Moments, batch_size: int):
+    """Batch statistics of one channel: E[m²] (m the batch mean), the centred q per
+    position d(p) = q(p) − 2E[x(p) m] + E[m²] with E[x(p) m] from the position model of
+    ``pair_model`` (border positions correlate less with the rest), and v = q̄ − E[m²]."""
     b = positive_int(batch_size, "batch_size")
     p = m.positions
     n = b * p
+    nd = len(m.grid)
     qbar = m.q_channel()
     msq = (qbar + (p - 1) * m.cov_pos + (b - 1) * p * m.cov_indep) / n
-    row = (m.q_cls + _bc((p - 1) * m.cov_pos + (b - 1) * p * m.cov_indep, len(m.grid))) / n
-    d = np.maximum(m.q_cls - 2.0 * row + _bc(msq, len(m.grid)), 0.0)  # centred q per position
+    mu, sig, rpos = pair_model(m, "cov_pos")
+    _, _, rind = pair_model(m, "cov_indep")
+    s_mu, s_sig = _bc(p * m.channel_average(mu), nd), _bc(p * m.channel_average(sig), nd)
+    row = (
+        m.q_cls
+        + mu * (s_mu - mu)
+        + _bc(rpos, nd) * sig * (s_sig - sig)
+        + (b - 1) * (mu * s_mu + _bc(rind, nd) * sig * s_sig)
+    ) / n
+    d = np.maximum(m.q_cls - 2.0 * row + _bc(msq, nd), 0.0)
     v = np.maximum(qbar - msq, 0.0)
     return b, p, n, msq, d, v
 
@@ -106,10 +119,43 @@ def batchnorm_train(m: Moments, batch_size: int, gamma=None, beta=None, eps=1e-5
     return Moments(m.grid, q, mean, **cross)
 
 
+def _eig(a, b, c, bsz: int, p: int):
+    """Eigenvalues of the batch matrix a·I + b·(S − I) + c·(J − S) (S: ones within a
+    sample, J: all ones; N = B·P): on 1, on sample-constant zero-sum vectors, on vectors
+    summing to zero within each sample."""
+    n = bsz * p
+    return a + (p - 1) * b + (n - p) * c, a + (p - 1) * b - p * c, a - b
+
+
+def _uneig(l1, l2, l3, bsz: int, p: int):
+    n = bsz * p
+    c = (l1 - l2) / n
+    if p == 1:
+        return l2 + c, c, c
+    a = (l2 + (p - 1) * l3 + p * c) / p
+    return a, a - l3, c
+
+
+def _project(gbar, gpos, gind, kpos, kind, bsz, p):
+    """E[M C M] for M = I − 11ᵀ/N − ŷŷᵀ/N with E[ŷŷᵀ] = K̂ = (1, kpos, kind) and
+    ŷŷᵀCŷŷᵀ ≈ K̂ tr(CK̂) (‖ŷ‖² = N exactly); returns (diag, same-sample, cross-sample)."""
+    n = bsz * p
+    lc = _eig(gbar, gpos, gind, bsz, p)
+    lk = _eig(1.0, kpos, kind, bsz, p)
+    mult = (1.0, bsz - 1.0, bsz * (p - 1.0))
+    tr = sum(m * a * k for m, a, k in zip(mult, lc, lk))
+    pi = (0.0, 1.0, 1.0)
+    out = [pk * pk * a - 2.0 / n * pk * a * k + k * tr / (n * n) for pk, a, k in zip(pi, lc, lk)]
+    return _uneig(*out, bsz, p)
+
+
 def batchnorm_train_backward(
     m: Moments, g: Grad, batch_size: int, gamma=None, beta=None, eps=1e-5
 ) -> Grad:
-    """Gradient through the batch statistics (module doc)."""
+    """Gradient through the batch statistics (module doc), incl. its cross moments: the
+    batch-mean removal makes Σ over the batch and positions of δ_x vanish, so g_indep
+    turns negative, and coherent gradients (g_pos > 0, from global pooling) lose their
+    batch-mean part."""
     b, p, n, msq, d, v = _bn_stats(m, batch_size)
     c = m.channels
     gamma, eps = _vec(gamma, c, "gamma", 1.0), _eps(eps)
@@ -123,12 +169,19 @@ def batchnorm_train_backward(
         nu = np.where(tr2 > 0, tr1 * tr1 / tr2, np.inf)
         inv = np.where(v + eps > 0, _chi_factor(nu) / (v + eps), 0.0)
         r = np.where(_bc(v, nd) > 0, d / _bc(v, nd), 1.0)
+        kpos = np.where(v > 0, cpos / v, 0.0)
+        kind = np.where(v > 0, cind / v, 0.0)
     common, maps = G.refine_grids([g.grid, m.grid])
     gg, rr = G.take(g.g_cls, maps[0]), G.take(r, maps[1])
     wc = G.class_weights(common)
     gbar, rg = G.wsum(gg, wc), G.wsum(rr * gg, wc)
     body = gg * (1.0 - 2.0 * (1.0 + rr) / n) + (_bc(gbar, nd) + rr * _bc(rg, nd)) / n
-    return Grad(common, np.maximum(body, 0.0) * _bc(gamma * gamma * inv, nd))
+    # the coherent part of the gradient: the difference the cross moments make
+    full = _project(gbar, g.g_pos, g.g_indep, kpos, kind, b, p)
+    plain = _project(gbar, 0.0 * gbar, 0.0 * gbar, kpos, kind, b, p)
+    body = body + _bc(full[0] - plain[0], nd)
+    scale = gamma * gamma * inv
+    return Grad(common, np.maximum(body, 0.0) * _bc(scale, nd), full[1] * scale, full[2] * scale)
 
 
 def _eval_affine(c, gamma, beta, running_mean, running_var, eps):
@@ -223,7 +276,9 @@ def layernorm_backward(m: Moments, g: Grad, gamma=None, beta=None, eps=1e-5) -> 
     rr, ii = G.take(r, maps[1]), G.take(inv, maps[1])
     gbar, rg = gg.mean(axis=0, keepdims=True), (rr * gg).mean(axis=0, keepdims=True)
     body = gg * (1.0 - 2.0 * (1.0 + rr) / c) + (gbar + rr * rg) / c
-    return Grad(common, np.maximum(body, 0.0) * ii)
+    # cross moments: the per-token projection over channels changes them by O(1/C)
+    g2 = gamma * gamma * float(m.channel_average(inv)[0])
+    return Grad(common, np.maximum(body, 0.0) * ii, g.g_pos * g2, g.g_indep * g2)
 
 
 # ------------------------------------------------------------------------------ groupnorm
@@ -239,7 +294,14 @@ def _gn_stats(m: Moments, groups: int):
     mu_c, qbar = m.mean_channel(), m.q_channel()
     grp = np.repeat(np.arange(groups), gc)
     sg = np.bincount(grp, mu_c, groups)[grp]  # S_g for each channel's group
-    exm = (m.q_cls + _bc((p - 1) * m.cov_pos, nd) + p * m.mean_cls * _bc(sg - mu_c, nd)) / n
+    mu, sig, rpos = pair_model(m, "cov_pos")
+    s_mu, s_sig = _bc(p * mu_c, nd), _bc(p * m.channel_average(sig), nd)
+    exm = (
+        m.q_cls
+        + mu * (s_mu - mu)
+        + _bc(rpos, nd) * sig * (s_sig - sig)
+        + p * mu * _bc(sg - mu_c, nd)
+    ) / n
     emm_g = np.bincount(
         grp, p * qbar + p * (p - 1) * m.cov_pos + p * p * mu_c * (sg - mu_c), groups
     ) / (n * n)
@@ -308,4 +370,18 @@ def groupnorm_backward(m: Moments, g: Grad, groups: int, gamma=None, beta=None, 
     gbar = np.bincount(grp, G.wsum(gg, wc), ng)[grp] / st["gc"]
     rg = np.bincount(grp, G.wsum(rr * gg, wc), ng)[grp] / st["gc"]
     body = gg * (1.0 - 2.0 * (1.0 + rr) / n) + (_bc(gbar, nd) + rr * _bc(rg, nd)) / n
-    return Grad(common, np.maximum(body, 0.0) * _bc(inv, nd))
+    # cross moments: removing the per-sample set mean (channels of one group × positions;
+    # gradients of different channels uncorrelated)
+    p = st["p"]
+    g2 = gamma * gamma
+    row = (g.g_channel() * g2 + (p - 1) * g.g_pos * g2) / n  # E[δ_c(p) m]
+    emm = np.bincount(grp, p * n * row, ng)[grp] / (n * n)  # E[m²]
+    body = body + _bc(
+        -2.0 * (p - 1) * g.g_pos * g2 / n
+        + (emm - np.bincount(grp, p * g.g_channel() * g2, ng)[grp] / (n * n)),
+        nd,
+    )
+    gpos = (g.g_pos * g2 - 2.0 * row + emm) * inv
+    rowi = p * g.g_indep * g2 / n
+    gind = (g.g_indep * g2 - 2.0 * rowi + np.bincount(grp, p * n * rowi, ng)[grp] / (n * n)) * inv
+    return Grad(common, np.maximum(body, 0.0) * _bc(inv, nd), gpos, gind)

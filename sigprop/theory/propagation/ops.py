@@ -85,7 +85,7 @@ OPS["linear"] = Op(
     forward=lambda ins, prm, ctx: (L.linear(ins[0], **_lin_kw(prm)), None),
     backward=_one_back(lambda m, g, prm, ctx: L.linear_backward(m, g, _arr(prm, "w2"))),
     weight_grad=lambda ins, st, g, it, prm, ctx: L.linear_weight_grad(
-        ins[0], g, _arr(prm, "w2"), _arr(prm, "mask")
+        ins[0], g, _arr(prm, "w2"), _arr(prm, "mask"), batch_size=ctx.batch_size
     ),
 )
 OPS["conv"] = Op(
@@ -106,7 +106,13 @@ OPS["conv"] = Op(
         )
     ),
     weight_grad=lambda ins, st, g, it, prm, ctx: L.conv_weight_grad(
-        ins[0], g, _arr(prm, "w2"), mask=_arr(prm, "mask"), budget=ctx.budget, **_conv_geo(prm)
+        ins[0],
+        g,
+        _arr(prm, "w2"),
+        mask=_arr(prm, "mask"),
+        budget=ctx.budget,
+        batch_size=ctx.batch_size,
+        **_conv_geo(prm),
     ),
     info=_conv_info,
 )

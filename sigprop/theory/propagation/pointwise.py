@@ -24,17 +24,10 @@ import numpy as np
 
 from sigprop.theory.propagation import grid as G
 from sigprop.theory.propagation.activation import resolve
-from sigprop.theory.propagation.records import (
-    CROSS,
-    Grad,
-    Moments,
-    all_pair_products,
-    pos_pair_products,
-)
+from sigprop.theory.propagation.records import CROSS, Grad, Moments, pair_average, pair_model
 from sigprop.validate import InvalidInput
 
 __all__ = [
-    "pair_average",
     "elementwise",
     "elementwise_backward",
     "affine",
@@ -57,15 +50,6 @@ __all__ = [
     "compress_full",
     "on_grid",
 ]
-
-
-def pair_average(kind: str, a: np.ndarray, b: np.ndarray, grid) -> np.ndarray:
-    """Average over the pairs of cross-moment type ``kind`` of a(p) b(p′) (class arrays)."""
-    if kind in ("cov_pos", "cov_pair_pos"):
-        return pos_pair_products(a, b, grid)
-    if kind == "cov_indep":
-        return all_pair_products(a, b, grid)
-    return G.wsum(a * b, G.class_weights(grid))
 
 
 def on_grid(values: np.ndarray, src_grid, dst_grid) -> np.ndarray:
@@ -93,16 +77,9 @@ def elementwise(m: Moments, activation) -> Moments:
     mom = act.moments(mu, v)
     m1, m2 = mom["m1"], np.maximum(mom["m2"], 0.0)
     sd_out = np.sqrt(np.maximum(m2 - m1 * m1, 0.0))
-    sd_in = np.sqrt(v)
     mu_c, v_c = m.channel_average(mu), m.channel_average(v)
     kinds = [k for k in CROSS if getattr(m, k) is not None]
-    rhos = []
-    for k in kinds:
-        conn = getattr(m, k) - pair_average(k, mu, mu, m.grid)
-        den = pair_average(k, sd_in, sd_in, m.grid)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rhos.append(np.where(den > 0, np.clip(conn / den, -1.0, 1.0), 0.0))
-    rho = np.stack(rhos)  # (kinds, C)
+    rho = np.stack([pair_model(m, k)[2] for k in kinds])  # (kinds, C)
     f = act.cross(np.broadcast_to(mu_c, rho.shape), np.broadcast_to(v_c, rho.shape), rho)
     rep = act.moments(mu_c, v_c)
     f0, f1 = rep["m1"] ** 2, rep["m2"]
@@ -124,12 +101,17 @@ def _weights_on(g: Grad, values: np.ndarray, grid) -> tuple[tuple, np.ndarray, n
 
 
 def elementwise_backward(m: Moments, g: Grad, activation) -> Grad:
-    """g_in = g·E[φ′(x)²] per element."""
+    """g_in = g·E[φ′(x)²] per element; the gradient cross moments are multiplied by
+    E[φ′(x)φ′(x′)] of the same pair type (at the channel's representative mean and
+    variance and the input's centred correlation)."""
     act = resolve(activation)
     mu = m.mean_cls
-    d2 = act.moments(mu, np.maximum(m.q_cls - mu * mu, 0.0))["d2"]
+    v = np.maximum(m.q_cls - mu * mu, 0.0)
+    d2 = act.moments(mu, v)["d2"]
     common, gg, dd = _weights_on(g, d2, m.grid)
-    return Grad(common, gg * dd)
+    mu_c, v_c = m.channel_average(mu), m.channel_average(v)
+    factors = [act.dcross(mu_c, v_c, pair_model(m, k)[2]) for k in ("cov_pos", "cov_indep")]
+    return Grad(common, gg * dd, g.g_pos * factors[0], g.g_indep * factors[1])
 
 
 # ------------------------------------------------------------------------------ affine
@@ -160,7 +142,10 @@ def affine(m: Moments, scale=1.0, shift=0.0) -> Moments:
 
 def affine_backward(m: Moments, g: Grad, scale=1.0) -> Grad:
     a = _per_channel(scale, m.channels, "scale")
-    return Grad(g.grid, g.g_cls * (a * a).reshape((-1,) + (1,) * len(g.grid)))
+    a2 = a * a
+    return Grad(
+        g.grid, g.g_cls * a2.reshape((-1,) + (1,) * len(g.grid)), g.g_pos * a2, g.g_indep * a2
+    )
 
 
 def scale(m: Moments, c=1.0) -> Moments:
@@ -189,7 +174,7 @@ def dropout_backward(m: Moments, g: Grad, p: float, training: bool = True) -> Gr
     p = _p(p)
     if not training or p == 0:
         return g
-    return Grad(g.grid, g.g_cls / (1.0 - p))
+    return g.replace(g_cls=g.g_cls / (1.0 - p))
 
 
 # ------------------------------------------------------------------------------ add / cat
@@ -235,7 +220,7 @@ def add(records, scales=None) -> Moments:
 
 def add_backward(records, g: Grad, scales=None) -> list[Grad]:
     s = _scales(list(records), scales)
-    return [Grad(g.grid, g.g_cls * sk * sk) for sk in s]
+    return [Grad(g.grid, g.g_cls * sk * sk, g.g_pos * sk * sk, g.g_indep * sk * sk) for sk in s]
 
 
 def _position_axis(axis, ndim: int) -> int | None:
@@ -323,7 +308,8 @@ def cat_backward(records, g: Grad, axis="channel") -> list[Grad]:
     if d is None:
         start = 0
         for r in records:
-            out.append(Grad(g.grid, g.g_cls[start : start + r.channels]))
+            sl = slice(start, start + r.channels)
+            out.append(Grad(g.grid, g.g_cls[sl], g.g_pos[sl], g.g_indep[sl]))
             start += r.channels
         return out
     full = g.g
@@ -332,7 +318,7 @@ def cat_backward(records, g: Grad, axis="channel") -> list[Grad]:
         sl = [slice(None)] * full.ndim
         sl[1 + d] = slice(start, start + r.spatial[d])
         start += r.spatial[d]
-        out.append(Grad(*compress_full(full[tuple(sl)])))
+        out.append(Grad(*compress_full(full[tuple(sl)]), g.g_pos, g.g_indep))
     return out
 
 
@@ -410,22 +396,28 @@ def _q_on(r: Moments, c: int, grid) -> np.ndarray:
 
 
 def mul_backward(a: Moments, b: Moments, g: Grad) -> list[Grad]:
-    """δ_a = b δ: g_a = q_b g; a broadcast input sums over the positions (and channels)
-    it was spread to: g_b = Σ_p q_a(p) g(p), δ uncorrelated across positions."""
+    """δ_a = b δ: g_a = q_b g and cross moments g_X·K_X(b); a broadcast input sums over the
+    positions (and channels) it was spread to: g_b = Σ_p q_a(p) g(p) + P(P − 1)
+    cov_pos_a g_pos (cross-sample: P² cov_indep_a g_indep), a and b independent."""
     c, _ = _broadcast_pair(a, b)
     out = []
     for own, other in ((a, b), (b, a)):
         grids = [g.grid] + ([other.grid] if other.positions > 1 else [])
         common, maps = G.refine_grids(grids)
         prod = G.take(g.g_cls, maps[0]) * _q_on(other, c, common)
+        _, _, xo = _spread(other, c, own.grid if own.positions > 1 else g.grid)
+        gpos, gind = g.g_pos * xo["cov_pos"], g.g_indep * xo["cov_indep"]
         grid = common
-        if own.positions == 1 and g.grid and np.prod([ax.length for ax in g.grid]) > 1:
-            p = float(np.prod([ax.length for ax in common]))
+        p = float(np.prod([ax.length for ax in common])) if common else 1.0
+        if own.positions == 1 and p > 1:
             prod = (p * G.wsum(prod, G.class_weights(common))).reshape((c,) + (1,) * len(common))
+            prod = prod + (p * (p - 1) * gpos).reshape(prod.shape)
+            gpos, gind = gpos * 0.0, p * p * gind
             grid = own.grid
         if own.channels == 1 and c > 1:
             prod = prod.sum(axis=0, keepdims=True)
-        out.append(Grad(grid, prod))
+            gpos, gind = gpos.sum(keepdims=True), gind.sum(keepdims=True)
+        out.append(Grad(grid, np.maximum(prod, 0.0), gpos, gind))
     return out
 
 
@@ -441,7 +433,12 @@ def flatten(m: Moments) -> Moments:
 
 
 def flatten_backward(m: Moments, g: Grad) -> Grad:
-    return Grad(*compress_full(g.g_cls.reshape(m.shape)))
+    """Distinct features of the flat vector carry uncorrelated gradients (a linear layer
+    with independent weights reads them), so g_pos = 0; across samples only the same
+    position correlates: g_indep(c) = Σ_p g_indep(c, p)/P²."""
+    p = m.positions
+    gind = g.g_indep.reshape(m.channels, p).sum(axis=1) / (p * p)
+    return Grad(*compress_full(g.g_cls.reshape(m.shape)), np.zeros(m.channels), gind)
 
 
 def flatten_positions(m: Moments) -> Moments:
@@ -460,7 +457,7 @@ def flatten_positions(m: Moments) -> Moments:
 
 
 def flatten_positions_backward(m: Moments, g: Grad) -> Grad:
-    return Grad(*compress_full(g.g.reshape(m.shape)))
+    return Grad(*compress_full(g.g.reshape(m.shape)), g.g_pos, g.g_indep)
 
 
 def select_position(m: Moments, index) -> Moments:
@@ -480,4 +477,5 @@ def select_position_backward(m: Moments, g: Grad, index) -> Grad:
     idx = tuple(int(i) for i in np.atleast_1d(index))
     full = np.zeros(m.shape)
     full[(slice(None),) + idx] = g.g_cls
-    return Grad(*compress_full(full))
+    p = m.positions
+    return Grad(*compress_full(full), np.zeros(m.channels), g.g_indep / (p * p))

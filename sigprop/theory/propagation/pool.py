@@ -23,7 +23,11 @@ Chebyshev table in λ. Windows are the valid (non-padded) positions; borders use
 window's average μ and v.
 
 Backward: avg, g_in(j) = Σ_{p∋j} g(p)/D_p²; max, g_in(j) = Σ_{p∋j} g(p)/n_p (the argmax
-is uniform over the window in the model); gradients of distinct windows uncorrelated.
+is uniform over the window in the model, and independent between windows). Gradient
+cross moments: two input positions share the gradient of every window pair that covers
+them (average: Σ_{j≠j′} A_j A_j′ g_pos plus the same-window term (g − g_pos)/D²; max: the
+same without pairs inside one window), so a global average pool turns an uncorrelated
+output gradient into g_pos = g/P² at every input.
 """
 
 from __future__ import annotations
@@ -35,9 +39,8 @@ from scipy import special
 
 from sigprop.theory import gaussian
 from sigprop.theory.propagation import grid as G
-from sigprop.theory.propagation.pointwise import pair_average
 from sigprop.theory.propagation.pwl import bvn_upper
-from sigprop.theory.propagation.records import CROSS, Grad, Moments
+from sigprop.theory.propagation.records import CROSS, Grad, Moments, pair_average
 from sigprop.validate import InvalidInput
 
 __all__ = [
@@ -114,27 +117,48 @@ class _Windows:
         return tuple(axes), tables, _outer(nval), _outer(dval)
 
     def transpose(self, g: Grad, weight_axes) -> Grad:
-        """Σ_{p∋j} g(p) w(p) with w given per dim per output index (separable)."""
-        axes_g = []
-        for ax, w in zip(g.grid, weight_axes):
-            axes_g.append(G.axis_from_keys(np.stack([ax.cls, _codes(w)], 1)))
-        wg = _outer([w[ax.rep] for ax, w in zip(axes_g, weight_axes)])
-        vals = G.take(g.g_cls, [old.cls[new.rep] for old, new in zip(g.grid, axes_g)]) * wg
-        out_axes, tables = [], []
-        for ax, ix, L in zip(axes_g, self.idx, self.spatial_in):
-            a, t = G.backward_table(ax, ix, L)
-            out_axes.append(a)
-            tables.append(t)
-        padded = np.pad(vals, [(0, 0)] + [(0, 1)] * len(tables))
-        total = 0.0
-        for taps in np.ndindex(*[t.shape[0] for t in tables]):
-            total = total + G.take(padded, [t[k] for t, k in zip(tables, taps)])
-        return Grad(tuple(out_axes), total)
+        """Σ_{p∋j} g(p) w(p) with w separable, given per dim per output index: per dim the
+        (L_in, n_g) matrix T[j, a] = Σ_{t, y: tap t of y reads j, y in class a} w(y), whose
+        distinct rows are the input classes (windows may share positions at any tap)."""
+        vals = g.g_cls
+        axes = []
+        for d, (ax, ix, w, length) in enumerate(
+            zip(g.grid, self.idx, weight_axes, self.spatial_in)
+        ):
+            t_mat = np.zeros((length, ax.n))
+            ys = np.broadcast_to(np.arange(ix.shape[1]), ix.shape)
+            ok = ix >= 0
+            np.add.at(t_mat, (ix[ok], ax.cls[ys[ok]]), np.broadcast_to(w, ix.shape)[ok])
+            new = G.axis_from_keys(t_mat)
+            axes.append(new)
+            vals = np.moveaxis(np.tensordot(vals, t_mat[new.rep], axes=([1 + d], [1])), -1, 1 + d)
+        return Grad(tuple(axes), vals)
+
+    def coverage(self, weight_axes) -> tuple[float, float]:
+        """Σ_j A_j and Σ_j A_j² over input positions, A_j = Σ_{windows p ∋ j} w(p)."""
+        s1, s2 = 1.0, 1.0
+        for ix, w, length in zip(self.idx, weight_axes, self.spatial_in):
+            a = np.zeros(length)
+            ok = ix >= 0
+            np.add.at(a, ix[ok], np.broadcast_to(w, ix.shape)[ok])
+            s1, s2 = s1 * float(np.sum(a)), s2 * float(np.sum(a * a))
+        return s1, s2
 
 
-def _codes(w: np.ndarray) -> np.ndarray:
-    _, inv = np.unique(w, return_inverse=True)
-    return np.ravel(inv)
+def _cross_back(win: _Windows, g: Grad, gin: Grad, wts, same_window) -> Grad:
+    """Gradient cross moments through a pooling transpose (module doc): δ_in(j) =
+    Σ_{p∋j} w(p) δ(p) with ``same_window`` = Σ_p Σ_{j≠j′∈p} w_j w_j′ E[δ_p²]-type term
+    already reduced to a per-channel array."""
+    p_in = float(np.prod(win.spatial_in))
+    p_out = float(np.prod(win.spatial_out))
+    s1, s2 = win.coverage(wts)
+    gpos_out = g.g_pos if p_out > 1 else np.zeros_like(g.g_pos)
+    if p_in > 1:
+        gpos = ((s1 * s1 - s2) * gpos_out + same_window) / (p_in * (p_in - 1))
+    else:
+        gpos = gin.g_channel()
+    gind = (s1 / p_in) ** 2 * g.g_indep
+    return gin.replace(g_pos=gpos, g_indep=gind)
 
 
 def _outer(vectors) -> np.ndarray:
@@ -204,8 +228,8 @@ def _avg(m: Moments, win: _Windows) -> Moments:
         elif k == "cov_pair":
             w = G.class_weights(axes)
             cross[k] = (
-                G.wsum(nval / dval**2, w) * val
-                + G.wsum((nval * nval - nval) / dval**2, w) * m.cov_pair_pos
+                G.wsum((nval / dval**2)[None], w)[0] * val
+                + G.wsum(((nval * nval - nval) / dval**2)[None], w)[0] * m.cov_pair_pos
             )
         else:
             same = np.broadcast_to(m.cov_pair.reshape((-1,) + (1,) * len(m.grid)), m.q_cls.shape)
@@ -219,11 +243,23 @@ def avg_pool(m, kernel, stride=None, padding=0, ceil_mode=False, count_include_p
     return _avg(m, win)
 
 
+def _avg_back(win: _Windows, g: Grad) -> Grad:
+    gin = win.transpose(g, [1.0 / dv**2 for dv in win.div])
+    # Σ_p Σ_{j≠j′ ∈ p} E[δ_p²] − g_pos)/D_p², separable: Π Σ n²/D² − Π Σ n/D²
+    n = [(ix >= 0).sum(axis=0) for ix in win.idx]
+    t1 = float(np.prod([np.sum(nd * nd / dv**2) for nd, dv in zip(n, win.div)]))
+    t2 = float(np.prod([np.sum(nd / dv**2) for nd, dv in zip(n, win.div)]))
+    p_out = float(np.prod(win.spatial_out))
+    gpos_out = g.g_pos if p_out > 1 else np.zeros_like(g.g_pos)
+    same = (g.g_channel() - gpos_out) * (t1 - t2)
+    return _cross_back(win, g, gin, [1.0 / dv for dv in win.div], same)
+
+
 def avg_pool_backward(
     m, g, kernel, stride=None, padding=0, ceil_mode=False, count_include_pad=True
 ) -> Grad:
     win = _Windows.regular(m.spatial, kernel, stride, padding, 1, ceil_mode, count_include_pad)
-    return win.transpose(g, [1.0 / dv**2 for dv in win.div])
+    return _avg_back(win, g)
 
 
 def adaptive_avg_pool(m: Moments, output_size) -> Moments:
@@ -232,8 +268,7 @@ def adaptive_avg_pool(m: Moments, output_size) -> Moments:
 
 
 def adaptive_avg_pool_backward(m: Moments, g: Grad, output_size) -> Grad:
-    win = _Windows.adaptive(m.spatial, output_size)
-    return win.transpose(g, [1.0 / dv**2 for dv in win.div])
+    return _avg_back(_Windows.adaptive(m.spatial, output_size), g)
 
 
 # ------------------------------------------------------------------------------ max
@@ -352,4 +387,12 @@ def max_pool_backward(
     m: Moments, g: Grad, kernel, stride=None, padding=0, dilation=1, ceil_mode=False
 ) -> Grad:
     win = _max_params(m, kernel, stride, padding, dilation, ceil_mode)
-    return win.transpose(g, [1.0 / dv for dv in win.div])
+    gin = win.transpose(g, [1.0 / dv for dv in win.div])
+    # two positions of one window are never both its argmax: remove those pairs
+    p_out = float(np.prod(win.spatial_out))
+    gpos_out = g.g_pos if p_out > 1 else np.zeros_like(g.g_pos)
+    n = [dv for dv in win.div]
+    t = float(np.prod([np.sum(nd * nd / nd**2) for nd in n])) - float(
+        np.prod([np.sum(nd / nd**2) for nd in n])
+    )
+    return _cross_back(win, g, gin, [1.0 / dv for dv in win.div], -gpos_out * t)

@@ -175,6 +175,28 @@ class PiecewiseLinear:
         return out
 
 
+def _dcross(self, mu, v, rho) -> np.ndarray:
+    """E[φ′(X)φ′(Y)] for X, Y ~ N(μ, v) with correlation ρ: orthant probabilities."""
+    mu, v, rho = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (mu, v, rho)))
+    s = np.sqrt(np.maximum(v, 0.0))
+    det = s <= 1e-12 * (1.0 + np.abs(mu))
+    ss = np.where(det, 1.0, s)
+    rho = np.clip(rho, -_RHO_MAX, _RHO_MAX)
+    hs = [(b - mu) / ss for b in self.knots]
+    out = np.full(mu.shape, self.a1**2)
+    for k, c in enumerate(self.jumps):
+        out = out + 2 * self.a1 * c * special.ndtr(-hs[k])
+        for l, cl in enumerate(self.jumps):
+            out = out + c * cl * bvn_upper(hs[k], hs[l], rho)
+    if np.any(det):
+        d = self.dphi(mu)
+        out = np.where(det, d * d, out)
+    return out
+
+
+PiecewiseLinear.dcross = _dcross
+
+
 def relu_family(alpha: float, name: str) -> PiecewiseLinear:
     """max(x, 0) + α min(x, 0) = αx + (1 − α)(x)⁺."""
     return PiecewiseLinear(name, 0.0, float(alpha), (0.0,), (1.0 - float(alpha),))

@@ -32,7 +32,15 @@ import numpy as np
 from sigprop.theory.propagation import grid as G
 from sigprop.validate import InvalidInput, positive_int
 
-__all__ = ["Moments", "Grad", "pos_pair_products", "all_pair_products", "CROSS"]
+__all__ = [
+    "Moments",
+    "Grad",
+    "pos_pair_products",
+    "all_pair_products",
+    "pair_average",
+    "pair_model",
+    "CROSS",
+]
 
 #: names of the per-channel cross moments, in a fixed order
 CROSS = ("cov_pos", "cov_indep", "cov_pair", "cov_pair_pos")
@@ -232,10 +240,17 @@ class Moments:
 
 @dataclass(frozen=True, eq=False)
 class Grad:
-    """Backward record: g = E[δ²], δ = ∂L/∂x, per channel and position class."""
+    """Backward record: g = E[δ²], δ = ∂L/∂x, per channel and position class, and per
+    channel the gradient cross moments ``g_pos`` = E[δ(p) δ(p′)] (p ≠ p′, one sample,
+    averaged over pairs) and ``g_indep`` = E[δ_a(p) δ_b(p′)] (two batch members, all
+    position pairs). The output gradient of ``propagate`` has both zero (an iid random
+    readout); global pooling makes g_pos positive, train-mode BatchNorm g_indep negative.
+    They matter for the batch weight gradient Σ_b Σ_p δ x and for BatchNorm's backward."""
 
     grid: tuple
     g_cls: np.ndarray
+    g_pos: np.ndarray | None = None
+    g_indep: np.ndarray | None = None
 
     def __post_init__(self):
         grid = tuple(self.grid)
@@ -247,12 +262,28 @@ class Grad:
         if not np.isfinite(np.sum(g)) or (g.size and np.min(g) < 0):
             raise InvalidInput("gradient second moments must be finite and non-negative")
         object.__setattr__(self, "g_cls", g)
+        for name in ("g_pos", "g_indep"):
+            v = getattr(self, name)
+            v = (
+                np.zeros(g.shape[0])
+                if v is None
+                else np.broadcast_to(np.asarray(v, float), g.shape[:1])
+            )
+            if not np.isfinite(np.sum(v)):
+                raise InvalidInput("gradient cross moments must be finite")
+            object.__setattr__(self, name, _frozen(v))
 
     @classmethod
     def ones(cls, m: Moments, value: float = 1.0) -> Grad:
-        """g = value at every element of a record's shape (the output gradient)."""
+        """g = value at every element of a record's shape, uncorrelated elements (the
+        output gradient of a random readout)."""
         grid = tuple(G.uniform_axis(s) for s in m.spatial)
         return cls(grid, np.full((m.channels,) + (1,) * len(grid), float(value)))
+
+    def replace(self, **changes) -> Grad:
+        fields = {k: getattr(self, k) for k in ("grid", "g_cls", "g_pos", "g_indep")}
+        fields.update(changes)
+        return Grad(**fields)
 
     @property
     def channels(self) -> int:
@@ -261,6 +292,10 @@ class Grad:
     @property
     def spatial(self) -> tuple[int, ...]:
         return tuple(ax.length for ax in self.grid)
+
+    @property
+    def positions(self) -> int:
+        return int(np.prod(self.spatial, dtype=np.int64))
 
     @property
     def g(self) -> np.ndarray:
@@ -274,17 +309,28 @@ class Grad:
 
     def total(self) -> float:
         """Σ over channels and positions of g: E‖δ‖² of one sample."""
-        p = np.prod(self.spatial, dtype=np.int64)
-        return float(np.sum(self.g_channel()) * p)
+        return float(np.sum(self.g_channel()) * self.positions)
 
     def __add__(self, other: Grad) -> Grad:
+        """Gradients of two consumers add; their cross term vanishes with independent
+        zero-mean weights in at least one of the two paths."""
         if self.channels != other.channels:
             raise InvalidInput("cannot add gradients of different channel counts")
         grid, maps = G.refine_grids([self.grid, other.grid])
-        return Grad(grid, G.take(self.g_cls, maps[0]) + G.take(other.g_cls, maps[1]))
+        return Grad(
+            grid,
+            G.take(self.g_cls, maps[0]) + G.take(other.g_cls, maps[1]),
+            self.g_pos + other.g_pos,
+            self.g_indep + other.g_indep,
+        )
 
     def summary(self) -> dict:
-        return {"g_mean": self.g_mean(), "g_channel": self.g_channel().tolist()}
+        return {
+            "g_mean": self.g_mean(),
+            "g_pos_mean": float(np.mean(self.g_pos)),
+            "g_indep_mean": float(np.mean(self.g_indep)),
+            "g_channel": self.g_channel().tolist(),
+        }
 
 
 def pos_pair_products(a: np.ndarray, b: np.ndarray, grid) -> np.ndarray:
@@ -298,6 +344,31 @@ def pos_pair_products(a: np.ndarray, b: np.ndarray, grid) -> np.ndarray:
         return sa * sb
     sab = G.wsum(a * b, w)
     return (p * sa * sb - sab) / (p - 1)
+
+
+def pair_average(kind: str, a: np.ndarray, b: np.ndarray, grid) -> np.ndarray:
+    """Average over the pairs of cross-moment type ``kind`` of a(p) b(p′) (class arrays):
+    distinct positions (cov_pos, cov_pair_pos), all position pairs (cov_indep) or the
+    same position (cov_pair)."""
+    if kind in ("cov_pos", "cov_pair_pos"):
+        return pos_pair_products(a, b, grid)
+    if kind == "cov_indep":
+        return all_pair_products(a, b, grid)
+    return G.wsum(a * b, G.class_weights(grid))
+
+
+def pair_model(m: Moments, kind: str):
+    """The position model of a cross moment: E[x(p) x′(p′)] = μ(p)μ(p′) + ρ σ(p)σ(p′),
+    σ = √(q − μ²) per position and one centred correlation ρ per channel chosen so that
+    the pair average equals the stored moment. Returns (μ, σ, ρ): stationary correlation
+    with border-dependent amplitudes, as zero padding produces."""
+    mu = m.mean_cls
+    sig = np.sqrt(np.maximum(m.q_cls - mu * mu, 0.0))
+    conn = getattr(m, kind) - pair_average(kind, mu, mu, m.grid)
+    den = pair_average(kind, sig, sig, m.grid)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.where(den > 0, np.clip(conn / den, -1.0, 1.0), 0.0)
+    return mu, sig, rho
 
 
 def all_pair_products(a: np.ndarray, b: np.ndarray, grid) -> np.ndarray:

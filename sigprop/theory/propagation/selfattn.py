@@ -22,7 +22,9 @@ arXiv 2206.03126, §3 for the rank-collapse mechanism):
    keys, mean_out = the token mean of E[V], cov_indep_out = cov_indep_V (rows of A sum
    to 1). Train-mode dropout on A (probability p) multiplies S2 by 1/(1 − p).
 
-Backward (gradient independence; δ uncorrelated across tokens): g_V = S2 ḡ (per channel);
+Backward (gradient independence): g_V = S2 ḡ + (T − 1) S11 g_pos (per channel; g_pos the
+output gradient's cross-token moment), its cross-token moment (1 − S2) ḡ/(T − 1) +
+(1 − 1/T) g_pos and cross-sample moment g_indep;
 through the softmax E[(∂L/∂s_ij)²] summed over keys = R G_h with
 R = E[Σ_j A_j²(1 − 2A_j + Σ_k A_k²)] = S2 − 2 S3 + S22 and
 G_h = Σ_{c∈h} ḡ(c)(q̄_V(c) − cov_pos_V(c)); g_Q(c) = R G_h (q_K(c) − cov_pos_K(c))/d,
@@ -172,7 +174,7 @@ def attention_backward(
     t = x.positions
     g_att = L.linear_backward(parts["attn"], g, w2_out)
     gbar = g_att.g_channel()
-    sigma, kq, kk, _ = _logit_stats(q, k, h, dh)
+    sigma, kq, kk, lam = _logit_stats(q, k, h, dh)
     st = [softmax_stats(s, t) for s in sigma]
     s2 = np.array([s["S2"] for s in st])
     r = np.array([s["S2"] - 2 * s["S3"] + s["S22"] for s in st]) / (1.0 - p)
@@ -183,9 +185,16 @@ def attention_backward(
     def tok(vec):
         return Grad(uniform, np.maximum(vec, 0.0)[:, None])
 
-    g_v = tok((s2 / (1.0 - p))[rep] * gbar)
-    g_q = tok((r * gh)[rep] * kk / dh)
-    g_k = tok((r * gh)[rep] * kq / dh)
+    # δ_V(j) = Σ_i A_ij δ_i: coherent query gradients (g_pos) add Σ_{i≠i′} E[A_ij A_i′j]
+    s11 = np.array([softmax_overlap(s, t, lp) for s, lp in zip(sigma, lam["cov_pos"])])
+    g_v = Grad(
+        uniform,
+        np.maximum((s2 / (1.0 - p))[rep] * gbar + (t - 1) * s11[rep] * g_att.g_pos, 0.0)[:, None],
+        (1.0 - s2[rep]) / max(t - 1, 1) * gbar + (1.0 - 1.0 / t) * g_att.g_pos,
+        g_att.g_indep,
+    )
+    g_q = tok((r * gh)[rep] * kk / dh)  # softmax gradients are centred per query: the
+    g_k = tok((r * gh)[rep] * kq / dh)  # cross moments of g_q, g_k are taken as 0
     g_x = (
         L.linear_backward(x, g_q, wq)
         + L.linear_backward(x, g_k, wk)
@@ -202,15 +211,18 @@ def attention_weight_grads(
     w2_out,
     mask_in=None,
     mask_out=None,
+    batch_size: int = 1,
 ) -> dict[str, float]:
-    """E‖∂L/∂W ⊙ M‖² of one sample for in_proj (its q, k, v row blocks and their sum)
+    """E‖∇_W L ⊙ M‖²/B (batch loss) for in_proj (its q, k, v row blocks and their sum)
     and out_proj."""
     d = x.channels
     ws = _split(w2_in, d, "w2_in")
     masks = [None] * 3 if mask_in is None else _split(mask_in, d, "mask_in")
     out = {}
     for name, w, mk in zip("qkv", ws, masks):
-        out[f"in_proj_{name}"] = L.linear_weight_grad(x, grads[name], w, mk)
+        out[f"in_proj_{name}"] = L.linear_weight_grad(x, grads[name], w, mk, batch_size=batch_size)
     out["in_proj"] = out["in_proj_q"] + out["in_proj_k"] + out["in_proj_v"]
-    out["out_proj"] = L.linear_weight_grad(parts["attn"], grads["out"], w2_out, mask_out)
+    out["out_proj"] = L.linear_weight_grad(
+        parts["attn"], grads["out"], w2_out, mask_out, batch_size=batch_size
+    )
     return out

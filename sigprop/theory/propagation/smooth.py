@@ -153,12 +153,32 @@ class Smooth:
         tail = c[..., 1] - np.sum(a2, axis=-1)
         bad = tail > 1e-9 * np.abs(c[..., 1]) + 1e-300
         if np.any(bad):
-            out = out.copy()
+            out = np.array(out, dtype=float, copy=True).reshape(mu.shape)
             out[bad] = self._nested(mu[bad], v[bad], rho[bad])
         return out
 
-    def _nested(self, mu: np.ndarray, v: np.ndarray, rho: np.ndarray) -> np.ndarray:
-        """E[φ(X) E[φ(Y) | X]] by nested composite quadrature, Y | X Gaussian."""
+    def dcross(self, mu, v, rho) -> np.ndarray:
+        """E[φ′(X)φ′(Y)] = ∂E[φ(X)φ(Y)]/∂Cov (Price 1958, IRE Trans. Inf. Theory 4):
+        Σ_k k a_k² ρ^{k−1}/v from the Mehler coefficients; nested quadrature of φ′ where
+        the truncated tail Σ_{k≥K} k a_k² may matter."""
+        mu, v, rho = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (mu, v, rho)))
+        rho = np.clip(rho, -1.0, 1.0)
+        c = self._columns(mu, v, hermite=True)
+        a2 = c[..., 3:] ** 2
+        k = np.arange(HERMITE_TERMS)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            series = np.sum(k * a2 * rho[..., None] ** np.maximum(k - 1, 0), axis=-1) / v
+        tail = c[..., 1] - np.sum(a2, axis=-1)
+        bad = (tail > 1e-12 * np.abs(c[..., 1]) + 1e-300) | ~(v > 0)
+        out = np.array(series, dtype=float, copy=True).reshape(mu.shape)
+        if np.any(bad):
+            out[bad] = self._nested(mu[bad], v[bad], rho[bad], self.act.dphi)
+        return out
+
+    def _nested(self, mu: np.ndarray, v: np.ndarray, rho: np.ndarray, fn=None) -> np.ndarray:
+        """E[f(X) E[f(Y) | X]] by nested composite quadrature, Y | X Gaussian (f = φ by
+        default)."""
+        fn = self.act.phi if fn is None else fn
         kinks = self.kinks + _LADDER
         out = np.empty(mu.size)
         for lo in range(0, mu.size, 32):
@@ -171,8 +191,8 @@ class Smooth:
             v2 = np.broadcast_to((var * (1.0 - r * r))[:, None], m2.shape)
             z2, w2 = gaussian.quadrature_rule(v2, m2, kinks, hz=1.5, order=8, ladder=False)
             y = m2[..., None] + np.sqrt(v2)[..., None] * z2
-            inner = np.sum(w2 * self.act.phi(y), axis=-1)
-            out[sl] = np.sum(w1 * self.act.phi(x) * inner, axis=-1)
+            inner = np.sum(w2 * fn(y), axis=-1)
+            out[sl] = np.sum(w1 * fn(x) * inner, axis=-1)
         return out
 
     def tail(self, mu, v) -> np.ndarray:
