@@ -32,10 +32,13 @@ from __future__ import annotations
 import numpy as np
 
 from sigprop.theory.propagation import grid as G
-from sigprop.theory.propagation.records import CROSS, Grad, Moments, pair_model
+from sigprop.theory.propagation.records import CROSS, Grad, Moments, pair_models
 from sigprop.validate import InvalidInput, nonneg_array, positive_int
 
 __all__ = [
+    "Checked",
+    "check_mask",
+    "check_w2",
     "DEFAULT_BUDGET",
     "linear",
     "linear_backward",
@@ -46,8 +49,8 @@ __all__ = [
     "conv_geometry",
 ]
 
-#: multiply-adds above which a conv uses the rank-1 factorisation (about 50 ms here)
-DEFAULT_BUDGET = 5e7
+#: multiply-adds above which a conv uses the rank-1 factorisation (a few ms here)
+DEFAULT_BUDGET = 1e7
 
 
 # ------------------------------------------------------------------------------ checks
@@ -67,22 +70,41 @@ def _bias(c_out: int, b2, b):
     return b2, np.zeros(c_out)
 
 
+class Checked(np.ndarray):
+    """Marks a weight or mask array this package has already validated (a view; the
+    engine validates each node's arrays once, not in every rule that reads them)."""
+
+
+def check_w2(w2, name: str = "w2") -> np.ndarray:
+    """``w2`` as a validated float array (finite, >= 0), marked :class:`Checked`."""
+    if isinstance(w2, Checked):
+        return w2
+    return nonneg_array(name, w2, "(a squared weight) must be non-negative").view(Checked)
+
+
+def check_mask(mask, w2, name: str = "mask") -> np.ndarray:
+    """A 0/1 mask of w2's shape (default: the kept pattern w2 > 0), marked Checked."""
+    if isinstance(mask, Checked):
+        return mask
+    if mask is None:
+        return (np.asarray(w2) > 0).astype(float).view(Checked)
+    m = np.asarray(mask, dtype=float)
+    if m.shape != np.shape(w2):
+        raise InvalidInput(f"{name} has shape {m.shape}, the weight {np.shape(w2)}")
+    if not np.all((m == 0) | (m == 1)):
+        raise InvalidInput(f"{name} entries must be 0 or 1")
+    return m.view(Checked)
+
+
 def _w2(w2, ndim: int) -> np.ndarray:
-    w2 = nonneg_array("w2", w2, "(a squared weight) must be non-negative")
+    w2 = check_w2(w2).view(np.ndarray)
     if w2.ndim != ndim:
         raise InvalidInput(f"w2 must have {ndim} dimensions, got shape {w2.shape}")
     return w2
 
 
 def _mask(mask, w2: np.ndarray) -> np.ndarray:
-    if mask is None:
-        return (w2 > 0).astype(float)
-    m = np.asarray(mask, dtype=float)
-    if m.shape != w2.shape:
-        raise InvalidInput(f"mask has shape {m.shape}, the weight {w2.shape}")
-    if not np.all((m == 0) | (m == 1)):
-        raise InvalidInput("mask entries must be 0 or 1")
-    return m
+    return check_mask(mask, w2).view(np.ndarray)
 
 
 def _tuple(v, n: int, name: str, minimum: int) -> tuple[int, ...]:
@@ -286,15 +308,18 @@ def _conv_cross(m: Moments, geo: _Geometry, wk: np.ndarray, groups: int, b2) -> 
     def tap_sum(values):  # Σ over output positions valid at tap t of values(p + t)
         return _tap_contract(values, counts).reshape(values.shape[0], geo.taps)
 
+    mu, sig, rhos = pair_models(m)
+    c_in = m.channels
+    sums = tap_sum(np.concatenate([mu, sig, mu * mu, sig * sig]))
+    s_mu, s_sig, s_mumu, s_sigsig = (sums[i * c_in : (i + 1) * c_in] for i in range(4))
+    c_out, cig, kk = wk.shape
+    w = wk.reshape(groups, c_out // groups, cig, kk)
     out = {}
     for k in CROSS:
         if getattr(m, k) is None:
             out[k] = None
             continue
-        mu, sig, rho = pair_model(m, k)
-        s_mu, s_sig = tap_sum(mu), tap_sum(sig)
-        s_mumu, s_sigsig = tap_sum(mu * mu), tap_sum(sig * sig)
-        r = rho[:, None]
+        r = rhos[k][:, None]
         if k == "cov_pair":
             t_x = (s_mumu + r * s_sigsig) / p
         elif k == "cov_indep":
@@ -303,8 +328,6 @@ def _conv_cross(m: Moments, geo: _Geometry, wk: np.ndarray, groups: int, b2) -> 
             t_x = (s_mu * s_mu - s_mumu + r * (s_sig * s_sig - s_sigsig)) / (p * (p - 1))
         else:
             t_x = s_mu * s_mu + r * s_sig * s_sig
-        c_out, cig, kk = wk.shape
-        w = wk.reshape(groups, c_out // groups, cig, kk)
         out[k] = np.einsum("gocK,gcK->go", w, t_x.reshape(groups, cig, kk)).reshape(c_out) + b2
     return out
 
@@ -404,22 +427,22 @@ def conv_weight_grad(
     h = _tap_contract(source, counts)  # (C_out or 1, K, n_q): Σ_p src(p) [p + t has class b]
     nt = geo.tap_counts()
     bsz = positive_int(batch_size, "batch_size")
-    cross = np.einsum(
-        "go,gc,K->gocK",
-        g.g_pos.reshape(groups, cog),
-        m.cov_pos.reshape(groups, cig),
-        nt * (nt - 1),
-    ) + (bsz - 1) * np.einsum(
-        "go,gc,K->gocK", g.g_indep.reshape(groups, cog), m.cov_indep.reshape(groups, cig), nt * nt
-    )
+    gp, gi = g.g_pos.reshape(groups, cog), g.g_indep.reshape(groups, cog)
+    cp, ci = m.cov_pos.reshape(groups, cig), m.cov_indep.reshape(groups, cig)
+    if per_weight:
+        gt = np.einsum("goKb,gcb->gocK", h.reshape(groups, cog, geo.taps, -1), qq)
+        gt = gt + np.einsum("go,gc,K->gocK", gp, cp, nt * (nt - 1))
+        gt = gt + (bsz - 1) * np.einsum("go,gc,K->gocK", gi, ci, nt * nt)
+        return (gt * mk).reshape(w2.shape)
+    # totals without forming per-weight arrays: one pass over the mask per term
+    cross = float(np.einsum("go,gocK,gc,K->", gp, mk, cp, nt * (nt - 1), optimize=True))
+    cross += (bsz - 1) * float(np.einsum("go,gocK,gc,K->", gi, mk, ci, nt * nt, optimize=True))
     if exact:
-        gt = np.einsum("goKb,gcb->gocK", h.reshape(groups, cog, geo.taps, -1), qq) + cross
-        if per_weight:
-            return (gt * mk).reshape(w2.shape)
-        return float(np.sum(gt * mk))
+        hh = h.reshape(groups, cog, geo.taps, -1)
+        return float(np.einsum("goKb,gocK,gcb->", hh, mk, qq, optimize=True)) + cross
     ht = np.einsum("Kb,gcb->gcK", h[0], qq)  # Σ_p f(p) q(i, p + t)
-    diag = float(np.einsum("go,gocK,gcK->", ag.reshape(groups, cog), mk, ht))
-    return diag + float(np.sum(cross * mk))
+    diag = float(np.einsum("go,gocK,gcK->", ag.reshape(groups, cog), mk, ht, optimize=True))
+    return diag + cross
 
 
 def _tap_contract(source: np.ndarray, counts) -> np.ndarray:

@@ -33,7 +33,14 @@ import numpy as np
 
 from sigprop.theory.propagation import grid as G
 from sigprop.theory.propagation.pointwise import affine, affine_backward
-from sigprop.theory.propagation.records import CROSS, Grad, Moments, pair_average, pair_model
+from sigprop.theory.propagation.records import (
+    CROSS,
+    Grad,
+    Moments,
+    pair_average,
+    pair_model,
+    pair_models,
+)
 from sigprop.validate import InvalidInput, positive_int
 
 __all__ = [
@@ -88,8 +95,8 @@ def _bn_stats(m: Moments, batch_size: int):
     nd = len(m.grid)
     qbar = m.q_channel()
     msq = (qbar + (p - 1) * m.cov_pos + (b - 1) * p * m.cov_indep) / n
-    mu, sig, rpos = pair_model(m, "cov_pos")
-    _, _, rind = pair_model(m, "cov_indep")
+    mu, sig, rhos = pair_models(m)
+    rpos, rind = rhos["cov_pos"], rhos["cov_indep"]
     s_mu, s_sig = _bc(p * m.channel_average(mu), nd), _bc(p * m.channel_average(sig), nd)
     row = (
         m.q_cls

@@ -44,7 +44,9 @@ class Op:
 
 def _arr(prm, key):
     v = prm.get(key)
-    return None if v is None else np.asarray(v, dtype=float)
+    if v is None or isinstance(v, L.Checked):
+        return v
+    return np.asarray(v, dtype=float)
 
 
 def _single(fn):
@@ -342,4 +344,14 @@ def check_params(op: str, params: dict) -> dict:
         raise InvalidInput(f"op {op!r} needs parameter(s) {missing}")
     out = dict(spec.optional)
     out.update(params)
+    # validate the weight arrays once (the rules read them in forward, backward and
+    # weight-gradient passes)
+    for key in ("w2", "w2_in", "w2_out"):
+        if out.get(key) is not None:
+            out[key] = L.check_w2(out[key], key)
+    if op in ("linear", "conv"):
+        out["mask"] = L.check_mask(out["mask"], out["w2"])
+    for key, wkey in (("mask_in", "w2_in"), ("mask_out", "w2_out")):
+        if out.get(key) is not None:
+            out[key] = L.check_mask(out[key], out[wkey], key)
     return out

@@ -24,7 +24,7 @@ import numpy as np
 
 from sigprop.theory.propagation import grid as G
 from sigprop.theory.propagation.activation import resolve
-from sigprop.theory.propagation.records import CROSS, Grad, Moments, pair_average, pair_model
+from sigprop.theory.propagation.records import CROSS, Grad, Moments, pair_average, pair_models
 from sigprop.validate import InvalidInput
 
 __all__ = [
@@ -79,7 +79,8 @@ def elementwise(m: Moments, activation) -> Moments:
     sd_out = np.sqrt(np.maximum(m2 - m1 * m1, 0.0))
     mu_c, v_c = m.channel_average(mu), m.channel_average(v)
     kinds = [k for k in CROSS if getattr(m, k) is not None]
-    rho = np.stack([pair_model(m, k)[2] for k in kinds])  # (kinds, C)
+    rhos = pair_models(m)[2]
+    rho = np.stack([rhos[k] for k in kinds])  # (kinds, C)
     f = act.cross(np.broadcast_to(mu_c, rho.shape), np.broadcast_to(v_c, rho.shape), rho)
     rep = act.moments(mu_c, v_c)
     f0, f1 = rep["m1"] ** 2, rep["m2"]
@@ -110,7 +111,8 @@ def elementwise_backward(m: Moments, g: Grad, activation) -> Grad:
     d2 = act.moments(mu, v)["d2"]
     common, gg, dd = _weights_on(g, d2, m.grid)
     mu_c, v_c = m.channel_average(mu), m.channel_average(v)
-    factors = [act.dcross(mu_c, v_c, pair_model(m, k)[2]) for k in ("cov_pos", "cov_indep")]
+    rhos = pair_models(m)[2]
+    factors = [act.dcross(mu_c, v_c, rhos[k]) for k in ("cov_pos", "cov_indep")]
     return Grad(common, gg * dd, g.g_pos * factors[0], g.g_indep * factors[1])
 
 

@@ -40,7 +40,7 @@ from scipy import special
 from sigprop.theory import gaussian
 from sigprop.theory.propagation import grid as G
 from sigprop.theory.propagation.pwl import bvn_upper
-from sigprop.theory.propagation.records import CROSS, Grad, Moments, pair_average
+from sigprop.theory.propagation.records import CROSS, Grad, Moments, pair_average, pair_models
 from sigprop.validate import InvalidInput
 
 __all__ = [
@@ -190,15 +190,27 @@ def _avg(m: Moments, win: _Windows) -> Moments:
     if not m.grid:
         raise InvalidInput("pooling needs a record with spatial dimensions")
     axes, tables, nval, dval = win.forward(m.grid)
-    qs = _window_sum(m.q_cls, tables)
-    ms = _window_sum(m.mean_cls, tables)
-    kpos = m.cov_pos.reshape((-1,) + (1,) * len(axes))
-    q = (qs + (nval * nval - nval) * kpos) / (dval * dval)
-    mean = ms / dval
-    ratio = np.broadcast_to(nval / dval, (1,) + nval.shape)
+    nd = len(axes)
     pout = int(np.prod(win.spatial_out))
-    # overlap sums per dim: A_d(j) = Σ_{y∋j} 1/D_d(y), B_d(j) = Σ 1/D_d(y)²
-    sa2, sb, ta2, tb = [], [], 1.0, 1.0
+    mu, sig, rhos = pair_models(m)
+    models = {k: (mu, sig, r) for k, r in rhos.items()}
+    rpos = rhos["cov_pos"]
+
+    def wsum(values):  # Σ over each output window of an input class array
+        return _window_sum(values, tables)
+
+    s_mu, s_sig = wsum(mu), wsum(sig)
+    s_mumu, s_sigsig = wsum(mu * mu), wsum(sig * sig)
+    d2 = dval * dval
+
+    def within(r):  # Σ_{j≠j′ in a window} of μμ′ + r σσ′
+        return s_mu * s_mu - s_mumu + _bcast(r, nd) * (s_sig * s_sig - s_sigsig)
+
+    q = (wsum(m.q_cls) + within(rpos)) / d2
+    mean = s_mu / dval
+    # overlapping windows: Σ_{p≠p′} Σ_{j ∈ both} (K_same(j) − K_diff(j))/(D_p D_p′), with
+    # A_j = Σ_{p∋j} 1/D_p, B_j = Σ_{p∋j} 1/D_p², both separable over dims
+    sa2, sb = [], []
     for ax, ix, dv in zip(m.grid, win.idx, win.div):
         a = np.zeros(ax.length)
         b = np.zeros(ax.length)
@@ -208,33 +220,36 @@ def _avg(m: Moments, win: _Windows) -> Moments:
             np.add.at(b, ix[t, ok], 1.0 / dv[ok] ** 2)
         sa2.append(np.bincount(ax.cls, a * a, ax.n))
         sb.append(np.bincount(ax.cls, b, ax.n))
-        ta2, tb = ta2 * np.sum(a * a), tb * np.sum(b)
     overlap_w = _outer(sa2) - _outer(sb)  # per input class Σ_j (A_j² − B_j)
     pairs = pout * (pout - 1) if pout > 1 else 1.0
-
-    def overlap(values_cls, k_const):
-        return (G.wsum(values_cls, overlap_w) - k_const * (ta2 - tb)) / pairs
-
     cross = {}
     for k in CROSS:
-        val = getattr(m, k)
-        if val is None:
+        if getattr(m, k) is None:
             cross[k] = None
             continue
+        _, _, r = models[k]
+        if k == "cov_pair":  # same output position: the pair's own windows
+            _, _, rpp = models["cov_pair_pos"]
+            same = wsum(mu * mu + _bcast(r, nd) * sig * sig) + within(rpp)
+            cross[k] = _m_avg(same / d2, axes)
+            continue
+        mean_w, sig_w = s_mu / dval, s_sig / dval
+        val = pair_average(k, mean_w, mean_w, axes) + r * pair_average(k, sig_w, sig_w, axes)
         if k == "cov_pos":
-            cross[k] = pair_average(k, ratio, ratio, axes)[0] * val + overlap(m.q_cls, val)
-        elif k == "cov_indep":
-            cross[k] = pair_average(k, ratio, ratio, axes)[0] * val
-        elif k == "cov_pair":
-            w = G.class_weights(axes)
-            cross[k] = (
-                G.wsum((nval / dval**2)[None], w)[0] * val
-                + G.wsum(((nval * nval - nval) / dval**2)[None], w)[0] * m.cov_pair_pos
-            )
-        else:
-            same = np.broadcast_to(m.cov_pair.reshape((-1,) + (1,) * len(m.grid)), m.q_cls.shape)
-            cross[k] = pair_average(k, ratio, ratio, axes)[0] * val + overlap(same, val)
+            val = val + G.wsum((m.q_cls - mu * mu - _bcast(r, nd) * sig * sig), overlap_w) / pairs
+        elif k == "cov_pair_pos":
+            _, _, rsame = models["cov_pair"]
+            val = val + G.wsum(_bcast(rsame - r, nd) * sig * sig, overlap_w) / pairs
+        cross[k] = val
     return Moments(axes, np.maximum(q, 0.0), mean, **cross)
+
+
+def _bcast(v: np.ndarray, nd: int) -> np.ndarray:
+    return v.reshape((-1,) + (1,) * nd)
+
+
+def _m_avg(values: np.ndarray, grid) -> np.ndarray:
+    return G.wsum(values, G.class_weights(grid))
 
 
 def avg_pool(m, kernel, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
@@ -335,17 +350,15 @@ def max_pool(m: Moments, kernel, stride=None, padding=0, dilation=1, ceil_mode=F
         raise InvalidInput("pooling needs a record with spatial dimensions")
     win = _max_params(m, kernel, stride, padding, dilation, ceil_mode)
     axes, tables, nval, _ = win.forward(m.grid)
-    v = np.maximum(m.q_cls - m.mean_cls**2, 0.0)
-    mu_w = _window_sum(m.mean_cls, tables) / nval
-    v_w = _window_sum(v, tables) / nval
-    v_c = m.channel_average(v)
     nd = len(axes)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho = np.where(
-            v_c > 0, (m.cov_pos - pair_average("cov_pos", m.mean_cls, m.mean_cls, m.grid)) / v_c, 0
-        )
-    rho = np.clip(rho, 0.0, 1.0)
-    rb = rho.reshape((-1,) + (1,) * nd)
+    _, sig, rhos = pair_models(m)
+    models = {k: (None, sig, r) for k, r in rhos.items()}
+    rho = rhos["cov_pos"]
+    rho = np.clip(rho, 0.0, 1.0)  # equicorrelation within a window needs ρ ≥ 0
+    mu_w = _window_sum(m.mean_cls, tables) / nval
+    v_w = _window_sum(sig * sig, tables) / nval
+    s_w = np.sqrt(v_w)
+    rb = _bcast(rho, nd)
     ns = np.unique(nval).astype(int)
     e1 = np.zeros(nval.shape)
     e2 = np.zeros(nval.shape)
@@ -357,28 +370,25 @@ def max_pool(m: Moments, kernel, stride=None, padding=0, dilation=1, ceil_mode=F
     m1 = mu_w + sd * e1
     m2 = mu_w**2 + v_w * rb + 2 * mu_w * sd * e1 + v_w * (1.0 - rb) * e2
     cross = {}
-    mu_in = m.mean_cls
     for k in CROSS:
-        val = getattr(m, k)
-        if val is None:
+        if getattr(m, k) is None:
             cross[k] = None
             continue
-        if k == "cov_pos":
-            shared = rho * v_c
-        else:
-            kk = "cov_pair_pos" if k == "cov_pair" else k
-            shared = getattr(m, kk) - pair_average(kk, mu_in, mu_in, m.grid)
-        out = pair_average(k, m1, m1, axes) + shared
-        if k == "cov_pair":
-            same = m.cov_pair - pair_average("cov_pair", mu_in, mu_in, m.grid)
+        # two windows (or samples) share only the common component of their entries
+        kk = "cov_pair_pos" if k == "cov_pair" else k
+        r_shared = rho if k == "cov_pos" else models[kk][2]
+        out = pair_average(k, m1, m1, axes) + r_shared * pair_average(k, s_w, s_w, axes)
+        if k == "cov_pair":  # the pair's own window: maxima of correlated iid pairs
+            r_same = models["cov_pair"][2]
             with np.errstate(divide="ignore", invalid="ignore"):
-                lam = np.where(v_c * (1 - rho) > 0, (same - shared) / (v_c * (1.0 - rho)), 0.0)
+                lam = np.where(rho < 1, (r_same - r_shared) / (1.0 - rho), 0.0)
             w = G.class_weights(axes)
+            vc = _m_avg(v_w, axes)
             cov_m = np.zeros(m.channels)
             for n in ns:
                 frac = float(np.sum(w * (nval == n)))
                 cov_m = cov_m + frac * max_pair_cov(int(n), lam)
-            out = out + v_c * (1.0 - rho) * cov_m
+            out = out + vc * (1.0 - rho) * cov_m
         cross[k] = out
     return Moments(axes, np.maximum(m2, 0.0), m1, **cross)
 

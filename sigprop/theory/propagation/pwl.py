@@ -47,7 +47,7 @@ def bvn_upper(h, k, rho) -> np.ndarray:
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         ax = (y - rho * x) / (x * r)
         ay = (x - rho * y) / (y * r)
-    beta = np.where(x * y < 0, 0.5, 0.0)
+    beta = np.where(np.sign(x) * np.sign(y) < 0, 0.5, 0.0)  # (x·y can underflow)
     out = 0.5 * (special.ndtr(x) + special.ndtr(y)) - special.owens_t(x, ax)
     out = out - special.owens_t(y, ay) - beta
     return np.clip(out, 0.0, 1.0)

@@ -39,6 +39,7 @@ __all__ = [
     "all_pair_products",
     "pair_average",
     "pair_model",
+    "pair_models",
     "CROSS",
 ]
 
@@ -369,6 +370,41 @@ def pair_model(m: Moments, kind: str):
     with np.errstate(divide="ignore", invalid="ignore"):
         rho = np.where(den > 0, np.clip(conn / den, -1.0, 1.0), 0.0)
     return mu, sig, rho
+
+
+def pair_models(m: Moments):
+    """:func:`pair_model` for every tracked cross moment at once: (μ, σ, {kind: ρ})
+    (cached on the immutable record)."""
+    cached = m.__dict__.get("_pair_models")
+    if cached is not None:
+        return cached
+    out = _pair_models(m)
+    object.__setattr__(m, "_pair_models", out)
+    return out
+
+
+def _pair_models(m: Moments):
+    mu = m.mean_cls
+    sig = np.sqrt(np.maximum(m.q_cls - mu * mu, 0.0))
+    w = m.weights
+    p = float(m.positions)
+    stacked = np.concatenate([mu, sig, mu * mu, sig * sig]).reshape(4, m.channels, -1)
+    a1m, a1s, a2m, a2s = stacked @ w.reshape(-1)
+    rhos = {}
+    for kind in CROSS:
+        val = getattr(m, kind)
+        if val is None:
+            continue
+        if kind == "cov_pair":
+            pm, ps = a2m, a2s
+        elif kind == "cov_indep" or p <= 1:
+            pm, ps = a1m * a1m, a1s * a1s
+        else:
+            pm, ps = (p * a1m * a1m - a2m) / (p - 1), (p * a1s * a1s - a2s) / (p - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rhos[kind] = np.where(ps > 0, np.clip((val - pm) / ps, -1.0, 1.0), 0.0)
+    sig.setflags(write=False)
+    return mu, sig, rhos
 
 
 def all_pair_products(a: np.ndarray, b: np.ndarray, grid) -> np.ndarray:
