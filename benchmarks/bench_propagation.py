@@ -114,6 +114,8 @@ def main(argv=None) -> int:
     r18 = resnet([2, 2, 2, 2], False, 32, rng)
     n_weights = sum(np.size(n.params["w2"]) for n in r50.nodes if "w2" in n.params)
     propagate(r18)  # warm-up (activation tables, first-call allocations)
+    probe = np.random.default_rng(1).random(10**6)
+    _, _, exp_cpu = timed(lambda: [np.exp(probe) for _ in range(10)], 3)
     rows = []
     results = {}
     for name, graph in (("ResNet-50, 224x224", r50), ("ResNet-18, 32x32", r18)):
@@ -134,6 +136,8 @@ def main(argv=None) -> int:
         f"conv budget {DEFAULT_BUDGET:.0e} multiply-adds: {paths.count('exact')} convs exact, "
         f"{paths.count('rank1')} on the rank-1 path",
         f"- mode: {'quick' if args.quick else 'full'} (median of {reps})",
+        f"- calibration: np.exp of 10^6 float64 takes {exp_cpu * 100:.1f} ms main-thread CPU "
+        "here (elementwise transcendental work is most of the cost on the position maps)",
         "",
         "Times in seconds: wall clock and main-thread CPU (`time.thread_time`; under load the",
         "wall time includes waiting for a core, the CPU time does not).",
@@ -167,6 +171,14 @@ def main(argv=None) -> int:
             f"- weight-gradient norms ({len(weights)} layers): median relative difference "
             f"{np.median(dw):.2e}, max {np.max(dw):.2e}",
         ]
+    with _threads(1):
+        fast0, w0f, c0f = timed(lambda: propagate(r50, backward=False, budget=0), reps)
+        _, w0b, c0b = timed(lambda: propagate(r50, budget=0), reps)
+    lines += [
+        "",
+        f"With every conv on the rank-1 path (budget = 0, 1 BLAS thread): forward {c0f:.3f} s "
+        f"CPU ({w0f:.3f} s wall), forward+backward {c0b:.3f} s CPU ({w0b:.3f} s wall).",
+    ]
     lines += [
         "",
         "## Target",

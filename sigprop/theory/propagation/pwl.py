@@ -106,7 +106,22 @@ class PiecewiseLinear:
             }
         s = np.sqrt(np.maximum(v, 0.0))
         det = s <= 1e-12 * (1.0 + np.abs(mu))
-        ss = np.where(det, 1.0, s)
+        ss = np.where(det, 1.0, s) if det.any() else s
+        if self.knots == (0.0,) and self.a0 == 0.0:  # ReLU family: one truncated moment
+            c, a1 = self.jumps[0], self.a1
+            al = mu / ss
+            cdf, pdf = special.ndtr(al), _pdf(al)
+            e2 = (mu * mu + ss * ss) * cdf + mu * ss * pdf  # E[(x⁺)²] = E[x x⁺]
+            out = {
+                "m1": a1 * mu + c * (mu * cdf + ss * pdf),
+                "m2": a1 * a1 * (mu * mu + ss * ss) + (2 * a1 * c + c * c) * e2,
+                "d2": a1 * a1 + (2 * a1 * c + c * c) * cdf,
+            }
+            if det.any():
+                f, d = self.phi(mu), self.dphi(mu)
+                for key, val in (("m1", f), ("m2", f * f), ("d2", d * d)):
+                    out[key] = np.where(det, val, out[key])
+            return out
         m1 = self.a0 + self.a1 * mu
         m2 = self.a0**2 + 2 * self.a0 * self.a1 * mu + self.a1**2 * (mu * mu + ss * ss)
         d2 = np.full_like(mu, self.a1**2)
