@@ -43,6 +43,10 @@ __all__ = [
     "CROSS",
 ]
 
+#: bounds on an input record's shape (memory: the class maps hold one int per position)
+MAX_CHANNELS = 1 << 24
+MAX_LENGTH = 1 << 16
+
 #: names of the per-channel cross moments, in a fixed order
 CROSS = ("cov_pos", "cov_indep", "cov_pair", "cov_pair_pos")
 
@@ -100,7 +104,12 @@ class Moments:
     def gaussian_input(cls, shape, q0: float = 1.0, c0: float | None = None) -> Moments:
         """Input of iid N(0, q0) entries (pixels); with ``c0`` also the input pair whose
         entries have correlation c0 at the same position (and 0 elsewhere)."""
-        shape = tuple(positive_int(int(s), "shape entry") for s in np.atleast_1d(shape))
+        shape = tuple(positive_int(s, "shape entry") for s in np.atleast_1d(shape))
+        if shape[0] > MAX_CHANNELS or any(s > MAX_LENGTH for s in shape[1:]) or len(shape) > 4:
+            raise InvalidInput(
+                f"input shape {shape} is out of range (at most 3 spatial dims, "
+                f"{MAX_CHANNELS} channels, {MAX_LENGTH} positions per dim)"
+            )
         q0 = float(q0)
         if not np.isfinite(q0) or q0 < 0:
             raise InvalidInput(f"q0 must be a finite variance >= 0, got {q0!r}")

@@ -143,3 +143,12 @@ def test_forward_only_matches(depth, q0):
 def test_package_does_not_import_torch():
     code = "import sys, sigprop.theory.propagation; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "shape", [[0, 4], [3, 10**9], ["a"], [2.5, 3], [1, 2, 3, 4, 5], [-1], [1 << 25]]
+)
+def test_hostile_input_shapes_are_refused(shape):
+    g = TheoryGraph((N("x", "input", (), {"shape": shape}),))
+    with pytest.raises(InvalidInput):
+        propagate(g)
