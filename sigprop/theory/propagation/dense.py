@@ -107,15 +107,6 @@ def _mask(mask, w2: np.ndarray) -> np.ndarray:
     return check_mask(mask, w2).view(np.ndarray)
 
 
-def _tuple(v, n: int, name: str, minimum: int) -> tuple[int, ...]:
-    vals = tuple(int(x) for x in np.atleast_1d(v))
-    if len(vals) == 1:
-        vals = vals * n
-    if len(vals) != n or any(x < minimum for x in vals):
-        raise InvalidInput(f"{name} must be {n} integers >= {minimum}, got {v!r}")
-    return vals
-
-
 # ------------------------------------------------------------------------------ linear
 def linear(m: Moments, w2, b2=None, b=None) -> Moments:
     """Dense layer on the channel axis at every position: q = w2 @ q_in + b2 (exact)."""
@@ -171,10 +162,10 @@ class _Geometry:
 
     def __init__(self, spatial, kernel, stride, padding, dilation, ceil_mode=False):
         n = len(spatial)
-        self.kernel = _tuple(kernel, n, "kernel", 1)
-        self.stride = _tuple(stride, n, "stride", 1)
-        self.padding = _tuple(padding, n, "padding", 0)
-        self.dilation = _tuple(dilation, n, "dilation", 1)
+        self.kernel = G.int_tuple(kernel, n, "kernel", 1)
+        self.stride = G.int_tuple(stride, n, "stride", 1)
+        self.padding = G.int_tuple(padding, n, "padding", 0)
+        self.dilation = G.int_tuple(dilation, n, "dilation", 1)
         self.idx = [
             G.tap_index(L, k, s, p, d, ceil_mode)
             for L, k, s, p, d in zip(spatial, self.kernel, self.stride, self.padding, self.dilation)

@@ -29,6 +29,7 @@ __all__ = [
     "refine",
     "expand",
     "wsum",
+    "int_tuple",
     "class_weights",
     "tap_index",
     "window_index",
@@ -197,6 +198,19 @@ def wsum(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     if not weights.ndim:
         return values * weights
     return values.reshape(values.shape[0], -1) @ weights.reshape(-1)
+
+
+def int_tuple(v, n: int, name: str, minimum: int) -> tuple[int, ...]:
+    """One int per spatial dim (a single value is repeated), each >= ``minimum``."""
+    try:
+        vals = tuple(int(x) for x in np.atleast_1d(v))
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be integers, got {v!r}") from None
+    if len(vals) == 1:
+        vals = vals * n
+    if len(vals) != n or any(x < minimum for x in vals):
+        raise InvalidInput(f"{name} must be {n} integers >= {minimum}, got {v!r}")
+    return vals
 
 
 def out_length(length: int, k: int, stride: int, pad: int, dil: int, ceil_mode: bool) -> int:

@@ -55,15 +55,6 @@ __all__ = [
 ]
 
 
-def _tuple(v, n: int, name: str, minimum: int) -> tuple[int, ...]:
-    vals = tuple(int(x) for x in np.atleast_1d(v))
-    if len(vals) == 1:
-        vals = vals * n
-    if len(vals) != n or any(x < minimum for x in vals):
-        raise InvalidInput(f"{name} must be {n} integers >= {minimum}, got {v!r}")
-    return vals
-
-
 class _Windows:
     """Per-dim window tables (k_d, L_out_d) and divisors (L_out_d,)."""
 
@@ -76,10 +67,10 @@ class _Windows:
     @classmethod
     def regular(cls, spatial, kernel, stride, padding, dilation, ceil_mode, count_pad):
         n = len(spatial)
-        k = _tuple(kernel, n, "kernel", 1)
-        s = _tuple(k if stride is None else stride, n, "stride", 1)
-        p = _tuple(padding, n, "padding", 0)
-        d = _tuple(dilation, n, "dilation", 1)
+        k = G.int_tuple(kernel, n, "kernel", 1)
+        s = G.int_tuple(k if stride is None else stride, n, "stride", 1)
+        p = G.int_tuple(padding, n, "padding", 0)
+        d = G.int_tuple(dilation, n, "dilation", 1)
         if any(2 * pp > kk for pp, kk in zip(p, k)):
             raise InvalidInput("padding must be at most half the kernel size (torch's rule)")
         idx, div = [], []
