@@ -10,7 +10,18 @@ import platform
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["theory", "propagation", "graph", "dct", "prune", "jacobian", "check", "train", "watch", "sweep"]
+ORDER = [
+    "theory",
+    "propagation",
+    "graph",
+    "dct",
+    "prune",
+    "jacobian",
+    "check",
+    "train",
+    "watch",
+    "sweep",
+]
 
 
 def main() -> None:

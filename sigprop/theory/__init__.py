@@ -58,7 +58,7 @@ __all__ = [
     "q_star",
 ]
 
-_LAZY_SUBMODULES = ("spectra", "sparse", "symbolic")
+_LAZY_SUBMODULES = ("spectra", "sparse", "pruned", "resnet", "expression", "propagation", "symbolic")
 
 
 def __getattr__(name: str):
