@@ -58,7 +58,15 @@ __all__ = [
     "q_star",
 ]
 
-_LAZY_SUBMODULES = ("spectra", "sparse", "pruned", "resnet", "expression", "propagation", "symbolic")
+_LAZY_SUBMODULES = (
+    "spectra",
+    "sparse",
+    "pruned",
+    "resnet",
+    "expression",
+    "propagation",
+    "symbolic",
+)
 
 
 def __getattr__(name: str):
