@@ -24,6 +24,26 @@ __all__ = [
 ]
 
 
+def _finish(fig, path, title: str, *, legend=None, ncol: int = 5, below: float = 0.0) -> Path:
+    """The figure's title, a shared legend below it (the handles of the axes ``legend``),
+    saved as PNG; returns the path."""
+    from sigprop.plotting.report import save
+
+    if legend is not None:
+        handles, labels = legend.get_legend_handles_labels()
+        fig.legend(
+            handles,
+            labels,
+            loc="lower center",
+            ncol=ncol,
+            frameon=False,
+            bbox_to_anchor=(0.5, below),
+        )
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save(fig, path)
+
+
 def _nonempty(data: Mapping, what: str) -> None:
     if not isinstance(data, Mapping) or not data:
         raise InvalidInput(f"no {what} to plot")
@@ -40,7 +60,7 @@ def plot_signal_flow(
     over the weight layers; a ``None`` series is skipped); ``sigma_w`` maps phase → σ_w for
     the column titles.
     """
-    from sigprop.plotting.report import PHASE_COLORS, VARIANT_COLORS, figure, save, style
+    from sigprop.plotting.report import PHASE_COLORS, VARIANT_COLORS, figure, style
 
     _nonempty(phases, "phases")
     names = list(phases)
@@ -78,13 +98,7 @@ def plot_signal_flow(
                 r"$\|\partial L/\partial W^l\|^2\,/\,\|\partial L/\partial W^L\|^2$"
             )
             axes[2, j].set_xlabel("layer $l$")
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        fig.legend(
-            handles, labels, loc="lower center", ncol=6, frameon=False, bbox_to_anchor=(0.5, -0.04)
-        )
-        if title:
-            fig.suptitle(title, fontsize=9)
-        return save(fig, path)
+        return _finish(fig, path, title, legend=axes[0, 0], ncol=6, below=-0.04)
 
 
 def plot_layer_collapse(results: Mapping, path: str | os.PathLike, *, title: str = "") -> Path:
@@ -97,7 +111,7 @@ def plot_layer_collapse(results: Mapping, path: str | os.PathLike, *, title: str
     ``"theory"["magnitude_layer_density"]`` (density as ``f"{d:g}"`` → kept fraction per
     layer).
     """
-    from sigprop.plotting.report import METHOD_COLORS, figure, save, style
+    from sigprop.plotting.report import METHOD_COLORS, figure, style
 
     runs = results["runs"]
     _nonempty(runs, "pruning runs")
@@ -145,9 +159,7 @@ def plot_layer_collapse(results: Mapping, path: str | os.PathLike, *, title: str
         ax.set_ylabel("effective density")
         ax.set_title("kept and on an input→output path")
         ax.legend(frameon=False, fontsize=7)
-        if title:
-            fig.suptitle(title, fontsize=9)
-        return save(fig, path)
+        return _finish(fig, path, title)
 
 
 def plot_spectra_by_variant(variants: Mapping, path: str | os.PathLike, *, title: str = "") -> Path:
@@ -163,7 +175,7 @@ def plot_spectra_by_variant(variants: Mapping, path: str | os.PathLike, *, title
     linear axis, with atoms.)
     """
     from sigprop.diagnostics.compare import resolution_floor
-    from sigprop.plotting.report import VARIANT_COLORS, figure, save, style
+    from sigprop.plotting.report import VARIANT_COLORS, figure, style
 
     _nonempty(variants, "spectra")
     with style():
@@ -203,9 +215,7 @@ def plot_spectra_by_variant(variants: Mapping, path: str | os.PathLike, *, title
             ax.set_xlabel(r"$\log_{10}\lambda$ ($\lambda$: squared singular value of $J$)")
             ax.set_ylabel(r"density of $\log_{10}\lambda$")
             ax.legend(frameon=False, loc="upper left")
-        if title:
-            fig.suptitle(title, fontsize=9)
-        return save(fig, path)
+        return _finish(fig, path, title)
 
 
 def plot_training_comparison(
@@ -223,7 +233,7 @@ def plot_training_comparison(
     names the variants in the legend. (:func:`sigprop.plotting.training.plot_learning_curves`
     draws train and test curves of arbitrary runs.)
     """
-    from sigprop.plotting.report import VARIANT_COLORS, figure, save, style
+    from sigprop.plotting.report import VARIANT_COLORS, figure, style
 
     _nonempty(runs, "training runs")
     labels = dict(labels or {})
@@ -242,10 +252,4 @@ def plot_training_comparison(
         for ax in axes[0]:
             ax.set_xlabel("epoch")
             ax.xaxis.get_major_locator().set_params(integer=True)
-        handles, names = axes[0, 1].get_legend_handles_labels()
-        fig.legend(
-            handles, names, loc="lower center", ncol=5, frameon=False, bbox_to_anchor=(0.5, -0.08)
-        )
-        if title:
-            fig.suptitle(title, fontsize=9)
-        return save(fig, path)
+        return _finish(fig, path, title, legend=axes[0, 1], ncol=5, below=-0.08)

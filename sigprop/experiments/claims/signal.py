@@ -41,63 +41,73 @@ def signal_tolerances(width: int, depth: int, density: float) -> dict:
 
 
 def _case_claims(case: str, variant: str, r: dict, t: dict, k: int, figure: str) -> list[Claim]:
-    s = t["finite_size_noise_s"]
-    noise = f"s = √(2/K) = {s:.3f}, K = {k} kept connections per unit"
-    common = {"figure": figure}
+    """The four claims of one (phase, network) case from its numbers ``r`` and tolerances
+    ``t``: one row per claim (what, statement, source, prediction, measurement, error key,
+    tolerance key, metric, tolerance origin)."""
+    noise = f"s = √(2/K) = {t['finite_size_noise_s']:.3f}, K = {k} kept connections per unit"
+    compounded = f"two s-units compounded over L layers, 2s√L/ln 10 ({noise})"
+    decades = "decades (|log10 measured/predicted|)"
+    chi_product = ("1611.01232", "§4")
+    table = [
+        (
+            "q",
+            f"{variant} network: q^l follows the variance map with each layer's σ_w²",
+            _Q_SOURCE[variant],
+            f"q^(L−1) = {r['q_predicted'][-2]:.4g}",
+            f"q^(L−1) = {r['q_measured'][-2]:.4g}",
+            ("q_rel_err_median", "q_median_rel"),
+            "median over layers of the relative error of q^l",
+            f"one s-unit of the finite-size noise of q^l ({noise})",
+        ),
+        (
+            "c",
+            f"{variant} network: c^l follows the correlation map",
+            ("1606.05340", "eq. (3)–(5)"),
+            f"c^(L−1) = {r['c_predicted'][-2]:.4g}",
+            f"c^(L−1) = {r['c_measured'][-2]:.4g}",
+            ("c_abs_err_median", "c_median_abs"),
+            "median over layers of the absolute error of c^l",
+            f"a correlation's error (1 − c²)/√K ≤ s/√2 ({noise})",
+        ),
+        (
+            "delta",
+            f"{variant} network: ‖δ¹‖²/‖δᴸ‖² = Π χ^l",
+            chi_product,
+            float(r["delta_ratio_predicted"][0]),
+            float(r["delta_ratio_measured"][0]),
+            ("first_layer_delta_ratio_err_decades", "grad_decades"),
+            decades,
+            compounded,
+        ),
+        (
+            "weight_grad",
+            f"{variant} network: weight-gradient ratios ‖∂L/∂W^l‖²/‖∂L/∂W^L‖² follow the χ-product",
+            chi_product,
+            "per-layer ratios of `predict`'s weight_grad_ratio",
+            f"median error {r['weight_grad_ratio_median_err_decades']:.3g} decades",
+            ("weight_grad_ratio_median_err_decades", "grad_decades"),
+            f"median over layers of {decades}",
+            compounded,
+        ),
+    ]
     return [
         Claim.judge(
-            id=f"signal/{case}/q",
-            statement=f"{variant} network: q^l follows the variance map with each layer's σ_w²",
-            paper=_Q_SOURCE[variant][0],
-            equation=_Q_SOURCE[variant][1],
-            prediction=f"q^(L−1) = {r['q_predicted'][-2]:.4g}",
-            measurement=f"q^(L−1) = {r['q_measured'][-2]:.4g}",
-            error=r["q_rel_err_median"],
-            tolerance=t["q_median_rel"],
-            metric="median over layers of the relative error of q^l",
-            derivation=f"one s-unit of the finite-size noise of q^l ({noise})",
-            **common,
-        ),
-        Claim.judge(
-            id=f"signal/{case}/c",
-            statement=f"{variant} network: c^l follows the correlation map",
-            paper="1606.05340",
-            equation="eq. (3)–(5)",
-            prediction=f"c^(L−1) = {r['c_predicted'][-2]:.4g}",
-            measurement=f"c^(L−1) = {r['c_measured'][-2]:.4g}",
-            error=r["c_abs_err_median"],
-            tolerance=t["c_median_abs"],
-            metric="median over layers of the absolute error of c^l",
-            derivation=f"a correlation's error (1 − c²)/√K ≤ s/√2 ({noise})",
-            **common,
-        ),
-        Claim.judge(
-            id=f"signal/{case}/delta",
-            statement=f"{variant} network: ‖δ¹‖²/‖δᴸ‖² = Π χ^l",
-            paper="1611.01232",
-            equation="§4",
-            prediction=float(r["delta_ratio_predicted"][0]),
-            measurement=float(r["delta_ratio_measured"][0]),
-            error=r["first_layer_delta_ratio_err_decades"],
-            tolerance=t["grad_decades"],
-            metric="decades (|log10 measured/predicted|)",
-            derivation=f"two s-units compounded over L layers, 2s√L/ln 10 ({noise})",
-            **common,
-        ),
-        Claim.judge(
-            id=f"signal/{case}/weight_grad",
-            statement=f"{variant} network: weight-gradient ratios "
-            "‖∂L/∂W^l‖²/‖∂L/∂W^L‖² follow the χ-product",
-            paper="1611.01232",
-            equation="§4",
-            prediction="per-layer ratios of `predict`'s weight_grad_ratio",
-            measurement=f"median error {r['weight_grad_ratio_median_err_decades']:.3g} decades",
-            error=r["weight_grad_ratio_median_err_decades"],
-            tolerance=t["grad_decades"],
-            metric="median over layers of decades (|log10 measured/predicted|)",
-            derivation=f"two s-units compounded over L layers, 2s√L/ln 10 ({noise})",
-            **common,
-        ),
+            id=f"signal/{case}/{what}",
+            statement=statement,
+            paper=paper,
+            equation=equation,
+            prediction=prediction,
+            measurement=measurement,
+            error=r[error_key],
+            tolerance=t[tol_key],
+            metric=metric,
+            derivation=derivation,
+            figure=figure,
+        )
+        for what, statement, (paper, equation), prediction, measurement, (
+            error_key,
+            tol_key,
+        ), metric, derivation in table
     ]
 
 

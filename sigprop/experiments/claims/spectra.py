@@ -97,34 +97,30 @@ def spectra_section(bench: Bench, points: PhasePoints, out: str | Path) -> Secti
         noise = f"s = √(2/K) = {math.sqrt(2.0 / (density * cfg.width)):.3f}, K = {k}"
         case = [
             Claim.judge(
-                id=f"spectra/{variant}/m1",
-                statement=f"{variant} network: the mean squared singular value of the "
-                "hidden chain's Jacobian is m₁ = Π χ^l",
+                id=f"spectra/{variant}/m{j + 1}",
+                statement=f"{variant} network: {what} of the squared singular values of the "
+                "hidden chain's Jacobian follows free probability",
                 paper="1711.04735",
                 equation="eq. (8)–(15)",
-                prediction=m_pred[0],
-                measurement=m_meas[0],
-                error=e1,
-                tolerance=t1,
+                prediction=m_pred[j],
+                measurement=m_meas[j],
+                error=err,
+                tolerance=(j + 1) * t1,
                 metric="decades (|log10 measured/predicted|)",
-                derivation="m₁ is the χ-product of section b: two s-units compounded over "
-                f"the chain's {n_chain} layers, 2s√L/ln 10 ({noise})",
+                derivation=origin,
                 figure=figure,
-            ),
-            Claim.judge(
-                id=f"spectra/{variant}/m2",
-                statement=f"{variant} network: the second moment m₂ of the squared singular "
-                "values follows free probability",
-                paper="1711.04735",
-                equation="eq. (8)–(15)",
-                prediction=m_pred[1],
-                measurement=m_meas[1],
-                error=e2,
-                tolerance=2 * t1,
-                metric="decades (|log10 measured/predicted|)",
-                derivation=f"m₂ ~ m₁²: twice the m₁ tolerance ({noise})",
-                figure=figure,
-            ),
+            )
+            for j, (what, err, origin) in enumerate(
+                [
+                    (
+                        "the mean m₁ = Π χ^l",
+                        e1,
+                        "m₁ is the χ-product of section b: two s-units compounded over the "
+                        f"chain's {n_chain} layers, 2s√L/ln 10 ({noise})",
+                    ),
+                    ("the second moment m₂", e2, f"m₂ ~ m₁²: twice the m₁ tolerance ({noise})"),
+                ]
+            )
         ]
         claims += case
         ok = all(c.agrees for c in case)
