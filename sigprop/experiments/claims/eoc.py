@@ -66,7 +66,7 @@ def eoc_section(bench: Bench, points: PhasePoints) -> Section:
     tol = finite_size_tolerance(cfg.width, n_sigma=2.0, averaged=n_avg / 2.0)
     derivation = (
         f"two standard errors of one network's finite-width noise: s = √(2/N) = "
-        f"{math.sqrt(2.0 / cfg.width):.3f} per layer (N = {cfg.width}), layers correlated "
+        f"{finite_size_tolerance(cfg.width):.3f} per layer (N = {cfg.width}), layers correlated "
         f"over ξ_q ≤ 2, so the mean over {n_avg} layers has {n_avg / 2:g} independent terms: "
         f"2s/√({n_avg / 2:g}) = {tol:.3f}"
     )

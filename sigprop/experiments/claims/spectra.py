@@ -4,7 +4,6 @@ for the dense, pruned and rescaled networks at the EOC."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from sigprop.experiments.claims.bench import Bench, PhasePoints, derive_seed, variants
@@ -94,7 +93,7 @@ def spectra_section(bench: Bench, points: PhasePoints, out: str | Path) -> Secti
         density = 1.0 if variant == "dense" else cfg.density
         t1 = tol["dense_m1_decades" if variant == "dense" else "sparse_m1_decades"]
         k = round(density * cfg.width)
-        noise = f"s = √(2/K) = {math.sqrt(2.0 / (density * cfg.width)):.3f}, K = {k}"
+        noise = f"s = √(2/K) = {finite_size_tolerance(cfg.width, density=density):.3f}, K = {k}"
         case = [
             Claim.judge(
                 id=f"spectra/{variant}/m{j + 1}",
@@ -105,20 +104,26 @@ def spectra_section(bench: Bench, points: PhasePoints, out: str | Path) -> Secti
                 prediction=m_pred[j],
                 measurement=m_meas[j],
                 error=err,
-                tolerance=(j + 1) * t1,
+                tolerance=tol_j,
                 metric="decades (|log10 measured/predicted|)",
                 derivation=origin,
                 figure=figure,
             )
-            for j, (what, err, origin) in enumerate(
+            for j, (what, err, tol_j, origin) in enumerate(
                 [
                     (
                         "the mean m₁ = Π χ^l",
                         e1,
+                        t1,
                         "m₁ is the χ-product of section b: two s-units compounded over the "
                         f"chain's {n_chain} layers, 2s√L/ln 10 ({noise})",
                     ),
-                    ("the second moment m₂", e2, f"m₂ ~ m₁²: twice the m₁ tolerance ({noise})"),
+                    (
+                        "the second moment m₂",
+                        e2,
+                        2 * t1,
+                        f"m₂ ~ m₁²: twice the m₁ tolerance ({noise})",
+                    ),
                 ]
             )
         ]
