@@ -1,5 +1,6 @@
-"""Claims as data (``sigprop.experiments.claims``): the quick demo's verdicts, wrong predictions
-that must disagree, the finite-size tolerance against its derivation, and the renderer."""
+"""Claims as data (``sigprop.experiments.claims``): wrong predictions that must disagree, the
+finite-size tolerance against its derivation, the claim record and the renderer. (The quick
+demo's verdicts are asserted in tests/test_demo.py, on the one quick run of the suite.)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import dataclasses
 import json
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,85 +23,9 @@ from sigprop.experiments.claims import (
     section_verdict,
     write_report,
 )
-from sigprop.experiments.demo import QUICK, run_demo
+from sigprop.experiments.demo import QUICK
 from sigprop.plotting.files import write_atomic
 from sigprop.validate import InvalidInput, InvalidType
-
-SECTIONS = ("eoc", "signal", "collapse", "spectra", "training")
-
-
-def _expected_ids(cfg) -> set[str]:
-    """The claims the demo makes for ``cfg``: two on the EOC point, four per (phase, network)
-    of the signal section, magnitude's first collapse and kept counts, SNIP's first
-    collapse, SynFlow's theorem, two moments per network of the spectra, one per trained
-    network."""
-    ids = {"eoc/q_star", "eoc/chi1"}
-    for phase, _ in cfg.phase_factors:
-        for variant in ("dense", "pruned", "rescaled"):
-            ids |= {f"signal/{phase}/{variant}/{k}" for k in ("q", "c", "delta", "weight_grad")}
-            ids |= {f"spectra/{variant}/m1", f"spectra/{variant}/m2"}
-    ids |= {
-        "collapse/magnitude/first_collapse",
-        "collapse/magnitude/kept_count",
-        "collapse/snip/first_collapse",
-        "collapse/synflow/no_collapse",
-    }
-    ids |= {f"training/{n}" for n in ("dense", "pruned", "rescaled", "dct")}
-    return ids
-
-
-# ------------------------------------------------------------------------------------------
-# The quick run, once per module (about 35-50 s on this 2-core machine)
-# ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("quick-demo")
-    return run_demo(out, quick=True, progress=False)
-
-
-@pytest.mark.slow
-def test_quick_run_every_claim_agrees(quick):
-    assert {c.id for c in quick.claims} == _expected_ids(QUICK)
-    assert len(quick.claims) == len(_expected_ids(QUICK))  # no id twice
-    disagree = [(c.id, c.error, c.tolerance) for c in quick.claims if not c.agrees]
-    assert not disagree, disagree
-    for key in SECTIONS:
-        n = sum(c.id.startswith(f"{key}/") for c in quick.claims)
-        assert quick.verdicts[key] == f"agree ({n}/{n} claims)"
-        assert quick.sections[key]["agree"] is True
-
-
-@pytest.mark.slow
-def test_quick_run_claims_are_in_the_files(quick):
-    results = json.loads(Path(quick.results).read_text(encoding="utf-8"))
-    assert [Claim.from_dict(d) for d in results["claims"]] == list(quick.claims)
-    assert results["verdicts"] == quick.verdicts
-    report = Path(quick.report).read_text(encoding="utf-8")
-    assert f"{len(quick.claims)} of {len(quick.claims)} claims agree" in report
-    for c in quick.claims:
-        assert f"`{c.id}`" in report, c.id
-        assert c.figure is None or os.path.isfile(os.path.join(quick.out, c.figure))
-    assert not [f for f in os.listdir(quick.out) if f.endswith(".tmp")]
-
-
-@pytest.mark.slow
-def test_quick_run_tolerances_follow_the_formula(quick):
-    """The tolerances the sections used are the formula's, s = √(2/ρN)."""
-    n, depth, rho = QUICK.width, QUICK.depth, QUICK.density
-    sig = quick.sections["signal"]["tolerance"]
-    assert sig["sparse"]["finite_size_noise_s"] == pytest.approx(math.sqrt(2 / (rho * n)))
-    assert sig["dense"]["c_median_abs"] == pytest.approx(math.sqrt(2 / n) / math.sqrt(2))
-    grad = 2 * math.sqrt(2 / (rho * n)) * math.sqrt(depth + 1) / math.log(10)
-    assert sig["sparse"]["grad_decades"] == pytest.approx(grad)
-    spectra = quick.sections["spectra"]["tolerance"]
-    m1 = 2 * math.sqrt(2 / n) * math.sqrt(depth - 2) / math.log(10)
-    assert spectra["dense_m1_decades"] == pytest.approx(m1)
-    n_avg = (depth - 1) - depth // 2
-    eoc = quick.sections["eoc"]["tolerance"]["q_rel"]
-    assert eoc == pytest.approx(2 * math.sqrt(2 / n) / math.sqrt(n_avg / 2))
-
 
 # ------------------------------------------------------------------------------------------
 # Wrong predictions must disagree (the EOC section alone, about 1 s each)
