@@ -10,7 +10,7 @@ equation q = σ_w² E[φ(√q z)²] + σ_b² then gives
 one scalar equation per σ_b, solved by a vectorised safeguarded Newton iteration (no
 nested root finding). The solution is accepted only if q is the fixed point the network
 actually reaches (:func:`sigprop.theory.meanfield.q_star`); otherwise there is no EOC.
-ReLU-family activations have an EOC only at σ_b = 0, σ_w² = 2/(1+α²) (REFERENCES §2).
+ReLU-family activations have an EOC only at σ_b = 0, σ_w² = 2/(1+α²) (Hayou, Doucet, Rousseau 2019, arXiv 1902.06853, §3).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ arXiv 1606.05340; Schoenholz et al. 2017, arXiv 1611.01232):
   c* = 1 and ξ_c = −1/log χ₁.
 
 Every function broadcasts over numpy arrays of σ_w, σ_b (and q, c). Closed forms are used
-for the ReLU family, linear and erf (REFERENCES §2); other activations use the composite
+for the ReLU family (Cho & Saul 2009, arc-cosine kernel), linear and erf (Williams 1997); other activations use the composite
 Gauss quadrature of :mod:`sigprop.theory.gaussian` (1-D maps) and its 2-D form (c-map).
 
 Which fixed point
@@ -116,7 +116,7 @@ def moments(activation, q) -> dict[str, np.ndarray]:
         s = 0.5 * (1.0 + act.alpha**2)
         return {"g0": s * q, "g1": np.full_like(q, s), "dg0": np.full_like(q, s)}
     if act.kind == "erf":
-        # E[erf(u)erf(v)] = (2/π) arcsin(2Σ₁₂/√((1+2Σ₁₁)(1+2Σ₂₂))) (Williams 1997; REFERENCES §2)
+        # E[erf(u)erf(v)] = (2/π) arcsin(2Σ₁₂/√((1+2Σ₁₁)(1+2Σ₂₂))) (Williams 1997, Neural Computation 10(5))
         r = np.sqrt(1.0 + 4.0 * q)
         return {
             "g0": (2.0 / np.pi) * np.arcsin(2.0 * q / (1.0 + 2.0 * q)),
@@ -384,7 +384,7 @@ def chi1(activation, sigma_w, sigma_b, q=None) -> np.ndarray:
 def kernel(activation, q, c) -> tuple[np.ndarray, np.ndarray]:
     """(E[φ(u₁)φ(u₂)], E[φ′(u₁)φ′(u₂)]) for Var u_i = q, Corr = c (broadcast).
 
-    Closed forms: ReLU family via the arc-cosine kernel (Cho & Saul 2009; REFERENCES §2),
+    Closed forms: ReLU family via the arc-cosine kernel (Cho & Saul 2009, NeurIPS, Eq. 6),
     k(c) = [√(1−c²) + (π − arccos c)c]/(2π) with leaky slope α giving
     q[(1+α²)k(c) − 2αk(−c)]; erf via Williams' arcsine kernel; linear qc. Otherwise the
     2-D composite quadrature :func:`sigprop.theory.gaussian.expect2`.

@@ -23,7 +23,7 @@ def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
 
     D is the top-left n_out × n_in block of the N × N orthonormal DCT-II matrix,
     N = max(n_in, n_out): D[k, n] = c_k cos(π(2n + 1)k / (2N)), c₀ = √(1/N), c_k = √(2/N)
-    (Price & Tanner arXiv 2102.07655 §3; REFERENCES §5). Its rows (n_out ≤ n_in) or columns
+    (Price & Tanner arXiv 2102.07655 §3). Its rows (n_out ≤ n_in) or columns
     (n_out ≥ n_in) are orthonormal, so every singular value is 1 and rank = min(n_in, n_out).
     """
     for name, n in (("n_out", n_out), ("n_in", n_in)):
