@@ -63,6 +63,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair, _single
 
 from sigprop.nn.masked import MaskedMixin, as_generator, check_density
+from sigprop.theory.pruned.dct import dct_matrix as _theory_dct_matrix
 from sigprop.validate import InvalidInput, positive_int
 
 __all__ = [
@@ -93,18 +94,12 @@ def dct_matrix(
 ) -> Tensor:
     """The materialised offset D: top-left ``n_out × n_in`` block of the N-point
     orthonormal DCT-II matrix, N = max(n_in, n_out) (arXiv 2102.07655 §3). For reference
-    and diagnostics only; the layers never build it."""
+    and diagnostics only; the layers never build it. The formula is
+    :func:`sigprop.theory.pruned.dct_matrix`, here as a tensor."""
     _check_size("n_out", n_out)
     _check_size("n_in", n_in)
-    big_n = max(n_in, n_out)
-    k = torch.arange(n_out, dtype=torch.int64, device=device)[:, None]
-    n = torch.arange(n_in, dtype=torch.int64, device=device)[None, :]
-    # Reduce the phase (2n+1)k modulo 4N exactly in integers: cos(π m / 2N) with
-    # m < 4N keeps the float64 argument small (a large argument would cost ~1e-13).
-    phase = ((2 * n + 1) * k) % (4 * big_n)
-    scale = torch.full((n_out, 1), math.sqrt(2.0 / big_n), dtype=torch.float64, device=device)
-    scale[0] = math.sqrt(1.0 / big_n)
-    return (scale * torch.cos(math.pi * phase.to(torch.float64) / (2 * big_n))).to(dtype)
+    d = _theory_dct_matrix(n_out, n_in)
+    return torch.as_tensor(d, dtype=torch.float64, device=device).to(dtype)
 
 
 def dct2(x: Tensor, n_out: int | None = None) -> Tensor:
