@@ -15,6 +15,11 @@ binarisation's backward pass binarises the gradient the same way (``(g > 0)``), 
 * ``dR/dW[o, i, k] = sum_p way_out[o, p] * way_in[i, p + k]`` counts the position pairs the
   weight joins that have both, an integer below ``H*W`` per weight (exact in float64).
 
+Every value is an integer count below ``2^24`` (a fan-in, or a number of positions), exact
+in float64 and in float32; binarising at ``0.5`` keeps the result exact even where a
+convolution algorithm rounds. The computation runs in float64 unless the 0/1 weight copies
+and their gradients would exceed :data:`FLOAT64_BYTES`, then in float32 (same counts).
+
 Zero padding contributes nothing, strides, dilation and groups are those of the real layer,
 max pooling is a window OR (as average pooling's sum: a path through any position of the
 window counts, the paper's path semantics), activations, dropout and scalings are unit-wise
@@ -40,7 +45,10 @@ from sigprop.diagnostics.collapse.ops import Unmappable
 from sigprop.diagnostics.collapse.report import CollapseReport
 from sigprop.nn.kinds import WEIGHT_KINDS, is_dct_layer
 
-__all__ = ["effective_masks", "with_exact"]
+__all__ = ["FLOAT64_BYTES", "effective_masks", "with_exact"]
+
+#: Memory for the 0/1 weight copies and their gradients up to which float64 is used.
+FLOAT64_BYTES = 1 << 29
 
 _IDENTITY_KINDS = frozenset("act dropout identity scale".split())
 _LAYOUT_KINDS = frozenset(
@@ -49,19 +57,28 @@ _LAYOUT_KINDS = frozenset(
 
 
 class _Binarise(torch.autograd.Function):
-    """``x > 0`` forward, ``g > 0`` backward: booleans both ways (module doc)."""
+    """``x > t`` forward, ``g > t`` backward: booleans both ways (module doc)."""
 
     @staticmethod
-    def forward(ctx, x):
-        return (x > 0).to(x.dtype)
+    def forward(ctx, x, t):
+        ctx.t = t
+        return (x > t).to(x.dtype)
 
     @staticmethod
     def backward(ctx, g):
-        return (g > 0).to(g.dtype)
+        return (g > ctx.t).to(g.dtype), None
 
 
-def _b(x: torch.Tensor) -> torch.Tensor:
-    return _Binarise.apply(x)
+def _b(x: torch.Tensor, t: float = 0.5) -> torch.Tensor:
+    """Binarise an integer count (threshold 0.5: robust to a convolution's rounding)."""
+    return _Binarise.apply(x, t)
+
+
+def _averaged(fn, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """An averaging pool of a 0/1 map, binarised both ways at 0: the average is positive iff
+    a position of the window is 1 (a positive rational, never rounded to 0), and the
+    gradient the pool spreads as ``g / window`` is made 0/1 again before it flows on."""
+    return _b(fn(_b(x, 0.0), *args, **kwargs), 0.0)
 
 
 def _conv(x, kept, module) -> torch.Tensor:
@@ -96,13 +113,13 @@ def _pool(node, module, x) -> torch.Tensor:
     if dilation not in (1, (1,), (1, 1), (1, 1, 1)):
         raise Unmappable("dilated pooling")
     fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[x.ndim - 3]
-    return _b(fn(x, kernel, stride, padding, ceil_mode=ceil, count_include_pad=True))
+    return _averaged(fn, x, kernel, stride, padding, ceil_mode=ceil, count_include_pad=True)
 
 
 def _adaptive(node, module, x) -> torch.Tensor:
     size = module.output_size if module is not None else (list(node.attrs["args"]) or [None])[0]
     fn = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[x.ndim - 3]
-    return _b(fn(x, size))
+    return _averaged(fn, x, size)
 
 
 def _gamma(x, module, channel_dim: int) -> torch.Tensor:
@@ -165,12 +182,17 @@ def effective_masks(captured: Any) -> tuple[dict[str, torch.Tensor] | None, str 
     ``(None, reason)`` when the graph uses an operation outside the module doc's list."""
     model = captured.model
     kept: dict[str, torch.Tensor] = {}
+    numel = sum(
+        module_layer(n.module, model.get_submodule(n.module)).weight.numel()
+        for n in captured.weight_nodes()
+    )
+    dtype = torch.float64 if 16 * numel <= FLOAT64_BYTES else torch.float32
 
     def kept_of(name: str, module: nn.Module) -> torch.Tensor:
         if name not in kept:
             layer = module_layer(name, module)
             keep = layer.mask != 0 if layer.mask is not None else layer.weight != 0
-            kept[name] = keep.to(torch.float64).requires_grad_(True)
+            kept[name] = keep.to(dtype).requires_grad_(True)
         return kept[name]
 
     env: dict[str, Any] = {}
@@ -184,7 +206,7 @@ def effective_masks(captured: Any) -> tuple[dict[str, torch.Tensor] | None, str 
             for node in captured.nodes.values():
                 fx = node.fx
                 if node.kind == "input":
-                    env[node.name] = torch.ones((1, *captured.input_shape), dtype=torch.float64)
+                    env[node.name] = torch.ones((1, *captured.input_shape), dtype=dtype)
                     continue
                 if node.kind == "output":
                     outputs = [env[n] for n in node.inputs]
@@ -215,7 +237,7 @@ def effective_masks(captured: Any) -> tuple[dict[str, torch.Tensor] | None, str 
         return None, f"exact effective sparsity not computed: {exc} is not supported"
     return {
         name: (k.detach() > 0)
-        & (k.grad > 0 if k.grad is not None else torch.zeros_like(k, dtype=torch.bool))
+        & (k.grad > 0.5 if k.grad is not None else torch.zeros_like(k, dtype=torch.bool))
         for name, k in kept.items()
     }, None
 
