@@ -8,6 +8,11 @@ and every query and key feature of head ``h`` (softmax(QK^T)V) -- then ``out_pro
 ``nn.TransformerEncoderLayer`` (post- and pre-norm) and ``nn.TransformerEncoder`` are expanded
 into those and their feed-forward and norm layers. A normalisation whose scale ``gamma`` has
 zeros cuts those units (they are constant downstream: the bias ``beta``).
+
+Token layouts (timm ViTs): a transpose or permute keeps the units' identity, a concatenation
+with parameters only (the class token) passes the input's units, and ``x[:, i]`` selects a
+token. These rules assume the layer that reads the result sees the units on its input axis;
+where it does not, its width check fails and the graph is reported unmappable, never guessed.
 """
 
 from __future__ import annotations
@@ -276,6 +281,10 @@ def _map_node(g: ConnectivityGraph, cg: Any, node: Any, sites: dict) -> int | No
         return src[0]
     if kind in ("flatten", "reshape"):
         return g.flatten(src[0])
+    if kind in ("transpose", "permute"):
+        return src[0]  # units keep their identity; a layer reading the wrong axis fails its width
+    if kind == "cat" and len(src) == 1:
+        return src[0]  # the other parts are parameters (timm's class token): no way in
     if kind == "cat":
         args = node.attrs.get("args", ())
         dim = node.attrs.get("kwargs", {}).get("dim", args[0] if args else 0)
@@ -296,6 +305,9 @@ def _map_node(g: ConnectivityGraph, cg: Any, node: Any, sites: dict) -> int | No
         args = node.attrs.get("args", ())
         if source.kind == "attention" and args and args[0] == 0:
             return src[0]  # (output, attention weights)[0]
+        index = args[0] if args else None
+        if isinstance(index, tuple) and index and index[0] == slice(None):
+            return src[0]  # x[:, 0]: a token of a (batch, tokens, features) tensor
         raise Unmappable(f"{node.name}: indexing a tensor is not supported")
     if (
         kind == "unmapped"

@@ -30,7 +30,8 @@ def _count(keys, pattern: str) -> int:
 
 def guess_architecture(tensors: Mapping) -> str | None:
     """``"torchvision:resnet18"`` etc. when the keys are exactly one known family's."""
-    keys = [k.replace("_orig", "") for k in tensors if not k.endswith("_mask")]
+    ndim = {k.replace("_orig", ""): t.ndim for k, t in tensors.items() if not k.endswith("_mask")}
+    keys = list(ndim)
     ks = set(keys)
     if {"conv1.weight", "bn1.weight", "fc.weight"} <= ks:
         blocks = tuple(_count(keys, rf"layer{i}\.(\d+)\.conv1\.weight") for i in range(1, 5))
@@ -46,7 +47,7 @@ def guess_architecture(tensors: Mapping) -> str | None:
         return f"torchvision:{name}" if name else None
     if "classifier.6.weight" in ks:
         convs = [k for k in keys if re.fullmatch(r"features\.\d+\.weight", k)]
-        convs = [k for k in convs if tensors[k].ndim == 4]
+        convs = [k for k in convs if ndim[k] == 4]
         name = _VGG.get(len(convs))
         bn = any(k.endswith("running_mean") for k in keys)
         return f"torchvision:{name}{'_bn' if bn else ''}" if name else None
