@@ -211,16 +211,25 @@ def effective_masks(captured: Any) -> tuple[dict[str, torch.Tensor] | None, str 
                 if node.kind == "output":
                     outputs = [env[n] for n in node.inputs]
                     continue
-                if node.kind in ("param", "constant"):
-                    env[node.name] = None
+                if node.kind == "constant":  # a forward argument fixed at its default
+                    env[node.name] = fx.args[0] if fx.args else None
                     continue
-                if node.kind == "meta":
-                    env[node.name] = _run(fx, load, model)
+                if node.kind == "param":  # a constant: no path starts at it (zeros)
+                    value = captured.graph_module
+                    for part in str(fx.target).split("."):
+                        value = getattr(value, part)
+                    is_t = isinstance(value, torch.Tensor)
+                    env[node.name] = torch.zeros(value.shape, dtype=dtype) if is_t else value
+                    continue
+                if node.kind == "meta":  # shape queries feed reshapes; asserts are skipped
+                    name = str(getattr(fx.target, "__name__", fx.target))
+                    asserting = name.startswith("_assert")
+                    env[node.name] = None if asserting else _run(fx, load, model)
                     continue
                 args = torch.fx.node.map_arg(fx.args, load)
                 module = model.get_submodule(node.module) if node.module is not None else None
                 if not any(isinstance(a, torch.Tensor) for a in _flat(args)):
-                    env[node.name] = None
+                    env[node.name] = _run(fx, load, model)  # shape arithmetic
                     continue
                 value = _node_value(node, module, args, env, kept_of)
                 env[node.name] = value if value is not None else _run(fx, load, model)

@@ -111,11 +111,11 @@ def _default_shape(spec: str, model: nn.Module) -> tuple[int, ...] | None:
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
     if isinstance(cfg, dict) and cfg.get("input_size"):
         return tuple(int(d) for d in cfg["input_size"])
-    if spec.startswith("torchvision:"):
-        from sigprop.diagnostics.collapse.from_fx import default_input_shape
+    from sigprop.diagnostics.collapse.from_fx import default_input_shape
 
-        first = default_input_shape(model)
-        if first is not None and len(first) == 3:
-            return (first[0], 224, 224)
-        return first
-    return None
+    first = default_input_shape(model)
+    if spec.startswith("torchvision:") and first is not None and len(first) == 3:
+        return (first[0], 224, 224)  # torchvision's image models
+    if first is not None and len(first) == 1:
+        return first  # a linear first layer fixes the input shape
+    return None  # a spatial size or a sequence length would be a guess: --input-shape
