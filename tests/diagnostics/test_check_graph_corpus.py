@@ -277,3 +277,45 @@ def test_arch_mismatch_is_refused_with_names(tmp_path, capsys):
     assert main(["check", str(tmp_path / "x.pt"), "--arch", "torchvision:resnet18"]) == 2
     err = capsys.readouterr().err
     assert "does not fit torchvision:resnet18" in err and "missing keys" in err
+
+
+def test_mobilenet_v2_layerwise_95_is_connected_but_input_independent(tmp_path):
+    # structure is not function: ReLU6 clamps the one surviving sign at init
+    torch.manual_seed(0)
+    model = build_model("torchvision:mobilenet_v2", num_classes=10).eval()
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            prune.l1_unstructured(m, "weight", amount=0.95)
+    torch.save(model.state_dict(), tmp_path / "mb.pt")
+    x = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x)
+    assert torch.equal(y, y[:1].expand_as(y))  # the truth, measured on the live model
+    args = ["check", str(tmp_path / "mb.pt"), "--arch", "torchvision:mobilenet_v2"]
+    assert main([*args, "--input-shape", "3,32,32"]) == 0  # structurally connected
+    assert main([*args, "--input-shape", "3,32,32", "--probe"]) == 1
+
+
+def test_pt2_of_a_pruned_multihead_attention_counts_each_weight_once(tmp_path):
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.MultiheadAttention(16, 4, batch_first=True)
+            self.o = nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.o(self.a(x, x, x, need_weights=False)[0])
+
+    torch.manual_seed(0)
+    model = Attn().eval()
+    prune.l1_unstructured(model.a, "in_proj_weight", amount=0.5)
+    prune.l1_unstructured(model.a.out_proj, "weight", amount=0.5)
+    with pytest.warns(UserWarning):
+        program = torch.export.export(model, (torch.randn(2, 5, 16),))
+    torch.export.save(program, tmp_path / "a.pt2")
+    report = check_collapse(load_checkpoint(tmp_path / "a.pt2"))
+    assert [layer.name for layer in report.layers] == ["a.in_proj", "a.out_proj", "o"]
+    assert report.total == 48 * 16 + 16 * 16 + 3 * 16
+    assert report.kept == 384 + 128 + 48
+    live = check_collapse(model)
+    assert live.total == report.total and live.kept == report.kept
