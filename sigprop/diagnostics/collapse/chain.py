@@ -105,13 +105,3 @@ def dct_offset_connectivity(shape: tuple[int, ...]) -> np.ndarray:
     spatial = int(np.prod(shape[2:], dtype=np.int64))
     patch = dct_connectivity(c_out, c_in * spatial)  # (c_out, P), P index = pos * c_in + c
     return patch.reshape(c_out, spatial, c_in).any(axis=1)
-
-
-def _dct_offset(module: Any, shape: tuple[int, ...]) -> np.ndarray | None:
-    alpha = getattr(module, "alpha", None)
-    try:
-        if alpha is not None and float(alpha.detach().abs().max()) == 0.0:
-            return None  # no offset
-    except (AttributeError, TypeError, ValueError):
-        pass
-    return dct_offset_connectivity(shape)
