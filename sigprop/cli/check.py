@@ -23,8 +23,9 @@ def register(subparsers) -> None:
             "Read a checkpoint safely (state dict, torch.nn.utils.prune state dict, "
             "safetensors, torch.export .pt2) and report per-layer density, fully pruned "
             "layers, dead units, sparsity and effective sparsity (Vysogorets & Kempe, "
-            "arXiv 2107.02306). Exit 0: healthy; 1: collapse or disconnection; "
-            "2: the file cannot be used."
+            "arXiv 2107.02306). Exit 0: healthy; 1: collapse (bypassed by a skip or not), "
+            "disconnection or an input-independent output (--probe); 2: the file cannot be "
+            "used; 4: connectivity unknown (no graph: pass --arch for a state dict)."
         ),
     )
     p.add_argument("path", metavar="PATH", help="checkpoint file")
