@@ -153,6 +153,11 @@ def _status_line(report, strict_failed: bool) -> str:
     verdict = report.verdict
     if verdict == "healthy":
         return "status: DEAD UNITS (--strict)" if strict_failed else "status: healthy"
+    if verdict == "layer collapse" and report.connected is None:
+        return (
+            "status: LAYER COLLAPSE (connectivity unknown: a skip may bypass it; --arch "
+            "gives a state dict its real graph)"
+        )
     if verdict in ("layer collapse", "disconnected"):
         return "status: LAYER COLLAPSE / DISCONNECTED"
     if verdict == "collapsed but bypassed":
