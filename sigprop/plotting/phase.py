@@ -103,8 +103,8 @@ def plot_phase_diagram(
     if eoc_w2 is not None:
         inside = (eoc_w2 >= w2[0]) & (eoc_w2 <= w2[-1])
         ax.plot(eoc_w2[inside], eoc_b2[inside], color="red", lw=2.0, label=r"EOC ($\chi_1=1$)")
-    elif act.kind in ("relu", "linear"):
-        w_eoc = 1.0 / (0.5 * (1 + act.alpha**2))
+    elif act.homogeneous_gain is not None:
+        w_eoc = 1.0 / act.homogeneous_gain
         ax.plot([w_eoc], [0.0], "o", color="red", ms=7, clip_on=False, label="EOC (σ_b = 0 only)")
     if np.any(~pd.finite):
         ax.plot([], [], "s", color="0.85", label=r"$q^l \to \infty$ (no finite $q^*$)")
@@ -151,7 +151,7 @@ def _nice_levels(lo: float, hi: float) -> list[float]:
 
 def _eoc_line(act, b2, eoc_curve):
     """EOC σ_w² along the σ_b² axis, or (None, None) where the activation has no EOC curve."""
-    if act.kind in ("relu", "linear"):
+    if act.homogeneous_gain is not None:
         return None, None
     sb = np.sqrt(b2)
     w2 = np.full(sb.shape, np.nan)

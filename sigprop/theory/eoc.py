@@ -101,7 +101,7 @@ def _homogeneous_sigma_w(act: Activation, sb: np.ndarray) -> np.ndarray:
             "activation has chi1 = sigma_w^2 (1+alpha^2)/2 independent of q, so its only EOC "
             "point is sigma_b = 0 with sigma_w^2 = 2/(1+alpha^2)"
         )
-    return np.full(sb.shape, math.sqrt(1.0 / (0.5 * (1.0 + act.alpha**2))))
+    return np.full(sb.shape, math.sqrt(1.0 / act.homogeneous_gain))
 
 
 def _solve(act: Activation, sb: np.ndarray, mom) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +158,7 @@ def _solve(act: Activation, sb: np.ndarray, mom) -> tuple[np.ndarray, np.ndarray
 def _eoc_moments(act: Activation, sb: np.ndarray):
     """Moments g0, g1 and their q-derivatives for the EOC equation: direct quadrature for
     a few σ_b, a cached :class:`~sigprop.theory.meanfield.MomentTable` for curves."""
-    if sb.size >= 16 and act.kind not in ("linear", "relu", "erf"):
+    if sb.size >= 16 and not act.has_closed_forms:
         s_top = max(2.0, 4.0 * float(np.max(sb, initial=0.0)))
         return mf.moment_table(act, math.ceil(math.log2(s_top)), 0).moments
     return lambda q: mf_mom.moments_with_dg1(act, np.asarray(q, dtype=float))
@@ -166,7 +166,7 @@ def _eoc_moments(act: Activation, sb: np.ndarray):
 
 def _eoc(act: Activation, sb: np.ndarray, q0: float | None):
     flat = sb.ravel()
-    if act.kind in ("linear", "relu"):
+    if act.homogeneous_gain is not None:
         sw = _homogeneous_sigma_w(act, flat)
         q = np.full(flat.shape, np.nan if q0 is None else float(q0))
         return sw, q
@@ -216,7 +216,7 @@ def eoc_curve(activation, sigma_b) -> EOCCurve:
     act = get_activation(activation)
     sb = mf_common.sigma_arg("sigma_b", sigma_b)
     sw, q = _eoc(act, sb, q0=None)
-    if act.kind in ("linear", "relu"):
+    if act.homogeneous_gain is not None:
         x1 = sw**2 * mf.moments(act, np.ones_like(sw))["g1"]
     else:
         x1 = sw**2 * mf.moments(act, q)["g1"]
@@ -349,7 +349,7 @@ def phase_diagram(activation, sigma_w, sigma_b, *, hermite_terms: int = HERMITE_
     SW, SB = np.meshgrid(sw_axis, sb_axis)
     sw, sb = SW.ravel(), SB.ravel()
     w2, b2 = sw**2, sb**2
-    closed = act.kind in ("linear", "relu", "erf")
+    closed = act.has_closed_forms
     if closed:
         table = None
 

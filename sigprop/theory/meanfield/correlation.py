@@ -30,20 +30,9 @@ def kernel(activation, q, c) -> tuple[np.ndarray, np.ndarray]:
     """
     act = get_activation(activation)
     q, c = np.broadcast_arrays(_variance("q", q), _corr(c))
-    if act.kind in ("linear", "relu"):
-        a = act.alpha
-        ac = np.arccos(np.clip(c, -1.0, 1.0))
-        k = (np.sqrt(np.maximum(1.0 - c * c, 0.0)) + (np.pi - ac) * c) / (2 * np.pi)
-        km = (np.sqrt(np.maximum(1.0 - c * c, 0.0)) - ac * c) / (2 * np.pi)  # k(−c)
-        K = q * ((1 + a * a) * k - 2 * a * km)
-        dK = ((1 + a * a) * (np.pi - ac) + 2 * a * ac) / (2 * np.pi)
-        return K, dK
-    if act.kind == "erf":
-        r = 2.0 * q / (1.0 + 2.0 * q)
-        K = (2.0 / np.pi) * np.arcsin(r * c)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dK = np.where(q > 0, (2.0 / np.pi) * r / np.sqrt(1.0 - (r * c) ** 2) / q, 4 / np.pi)
-        return K, dK
+    closed = act.closed_kernel(q, c)
+    if closed is not None:
+        return closed
     K = gaussian.expect2(act.phi, act.phi, q, q, c, kinks_f=act.kinks, kinks_g=act.kinks)
     dK = gaussian.expect2(act.dphi, act.dphi, q, q, c, kinks_f=act.kinks, kinks_g=act.kinks)
     return K, dK

@@ -27,19 +27,9 @@ def moments(activation, q) -> dict[str, np.ndarray]:
     """
     act = get_activation(activation)
     q = _variance("q", q)
-    if act.kind == "linear":
-        return {"g0": q.copy(), "g1": np.ones_like(q), "dg0": np.ones_like(q)}
-    if act.kind == "relu":
-        s = 0.5 * (1.0 + act.alpha**2)
-        return {"g0": s * q, "g1": np.full_like(q, s), "dg0": np.full_like(q, s)}
-    if act.kind == "erf":
-        # E[erf(u)erf(v)] = (2/π) arcsin(2Σ₁₂/√((1+2Σ₁₁)(1+2Σ₂₂))) (Williams 1997, Neural Computation 10(5))
-        r = np.sqrt(1.0 + 4.0 * q)
-        return {
-            "g0": (2.0 / np.pi) * np.arcsin(2.0 * q / (1.0 + 2.0 * q)),
-            "g1": 4.0 / (np.pi * r),
-            "dg0": 4.0 / (np.pi * (1.0 + 2.0 * q) * r),
-        }
+    closed = act.closed_moments(q)
+    if closed is not None:
+        return {k: closed[k] for k in ("g0", "g1", "dg0")}
     return _quad_moments(act, q)
 
 
@@ -99,16 +89,14 @@ def moments_with_dg1(act: Activation, q: np.ndarray) -> dict[str, np.ndarray]:
     """:func:`moments` plus dg1 = d/dq E[φ′(√q z)²] (derivative-free Stein identity
     d/dq E[h(√q z)] = E[h(√q z)(z² − 1)]/(2q); closed form for erf, 0 for the ReLU family)."""
     q = np.asarray(q, dtype=float)
+    closed = act.closed_moments(q)
+    if closed is not None:
+        return closed
     m = moments(act, q)
-    if act.kind in ("linear", "relu"):
-        m["dg1"] = np.zeros_like(q)
-    elif act.kind == "erf":
-        m["dg1"] = -8.0 / (np.pi * (1.0 + 4.0 * q) ** 1.5)
-    else:
-        qq = np.where(q > 0, q, _Q_TINY)
-        z, w = gaussian.quadrature_rule(qq, 0.0, act.kinks)
-        d = act.dphi(np.sqrt(qq)[..., None] * z)
-        m["dg1"] = np.where(q > 0, np.sum(w * d * d * (z * z - 1.0), axis=-1) / (2.0 * qq), 0.0)
+    qq = np.where(q > 0, q, _Q_TINY)
+    z, w = gaussian.quadrature_rule(qq, 0.0, act.kinks)
+    d = act.dphi(np.sqrt(qq)[..., None] * z)
+    m["dg1"] = np.where(q > 0, np.sum(w * d * d * (z * z - 1.0), axis=-1) / (2.0 * qq), 0.0)
     return m
 
 

@@ -90,8 +90,9 @@ def solve_q_star(act: Activation, sw, sb, mom, x0=None) -> tuple[np.ndarray, np.
     if n == 0:
         return out, status
     w2, b2 = sw**2, sb**2
-    if act.kind in ("linear", "relu"):
-        slope = w2 * (0.5 * (1.0 + act.alpha**2) if act.kind == "relu" else 1.0)
+    gain = act.homogeneous_gain
+    if gain is not None:
+        slope = w2 * gain
         neutral = np.abs(slope - 1.0) <= _NEUTRAL_RTOL
         grows = (slope > 1.0) & ~neutral
         with np.errstate(divide="ignore", invalid="ignore"):
