@@ -31,7 +31,13 @@ from torch import nn
 from sigprop.nn.activation import is_elementwise
 from sigprop.nn.masked import as_generator, require_prunable
 from sigprop.nn.utils import as_batches
-from sigprop.prune.masks import _all_finite, _computes_masked, apply, validate_mask
+from sigprop.prune.masks import (
+    _all_finite,
+    _computes_masked,
+    _masked_forward_pre_hook,
+    apply,
+    validate_mask,
+)
 from sigprop.validate import InvalidInput, positive_int
 
 __all__ = [
@@ -346,6 +352,20 @@ class SynFlowSession:
             if is_elementwise(module):
                 module.register_forward_hook(_identity_hook)
         self.layers = require_prunable(self.model)
+        # layers made prunable by attach_masks lose their masking hooks in the copy: their
+        # pruned weights are zeroed here and by set_masks instead, once per round rather
+        # than checked at every forward and multiplied into every gradient (the scores
+        # |θ ⊙ ∂R/∂θ| vanish at a zero weight whatever its gradient)
+        self._zeroed = set()
+        for name, layer in self.layers.items():
+            hooks = layer._forward_pre_hooks
+            for key in [k for k, h in hooks.items() if h is _masked_forward_pre_hook]:
+                del hooks[key]
+            layer.__dict__.pop("_sigprop_hooked_weight", None)
+            if not _computes_masked(layer):
+                self._zeroed.add(name)
+                with torch.no_grad():
+                    layer.weight.mul_(layer.weight_mask.to(layer.weight.dtype))
         for m in self.layers.values():
             m.weight.requires_grad_(True)
         model_dtype = next(iter(self.layers.values())).weight.dtype
@@ -394,8 +414,8 @@ class SynFlowSession:
                     raise InvalidInput(f"{name!r} is not a prunable weight of the SynFlow copy")
                 keep = validate_mask(mask, layer.weight.shape, name)
                 layer.weight_mask.copy_(keep)
-                if not _computes_masked(layer):
-                    layer.weight.masked_fill_(~keep.to(layer.weight.device), 0.0)
+                if name in self._zeroed:
+                    layer.weight.mul_(layer.weight_mask.to(layer.weight.dtype))
 
     def scores(self) -> Scores:
         """One round of SynFlow scores |θ ⊙ ∂R/∂θ| on the copy (higher = keep)."""
@@ -405,7 +425,7 @@ class SynFlowSession:
             r = self.objective()
             # no explicit gradient masking: pruned positions score 0, as either the layer
             # computes with weight*mask (∂R/∂weight = 0 there) or the weight is 0 (set_masks)
-            grads = torch.autograd.grad(r, weights, allow_unused=True)
+            grads = _grads(r, weights)
             value = float(r.detach())
             guarded = self._auto and self.dtype == torch.float32
             ok = math.isfinite(value) and (
@@ -420,10 +440,8 @@ class SynFlowSession:
                 f"SynFlow objective R = {value} is not finite in {self.dtype}; the network "
                 "is too deep for this precision"
             )
-        scores = {
-            n: torch.zeros_like(w) if g is None else torch.mul(w.detach(), g).abs_()
-            for n, w, g in zip(names, weights, grads)
-        }
+        # _grads' tensors are fresh and distinct: the scores are computed in place
+        scores = {n: g.mul_(w.detach()).abs_() for n, w, g in zip(names, weights, grads)}
         if self._auto and self.dtype == torch.float64 and _BACK_TO_FLOAT32[0] <= value:
             if value <= _BACK_TO_FLOAT32[1]:
                 # pruning only removes paths of R's non-negative terms (|W|, |b|, sums,
