@@ -10,7 +10,7 @@ global or layer-wise top-k with exact counts and deterministic ties and iterativ
 (:mod:`sigprop.prune.allocation`) --, application and bookkeeping
 (:mod:`sigprop.prune.masks`) and ``torch.nn.utils.prune`` interop
 (:mod:`sigprop.prune.interop`). :func:`ablations` runs the sanity checks of Frankle et al.
-2021 (:mod:`sigprop.prune.ablations`). :class:`~sigprop.prune.dsr.DSR` reallocates weights
+2021 (:mod:`sigprop.prune.sanity`). :class:`~sigprop.prune.dsr.DSR` reallocates weights
 during training (Mostafa & Wang 2019).
 
 A prunable layer is any module with a ``weight`` parameter and a ``weight_mask`` buffer
@@ -36,6 +36,7 @@ from sigprop.prune.masks import (
     prunable_layers,
     tied_layers,
 )
+from sigprop.prune.sanity import ABLATIONS, Ablation, AblationResult, ablations
 from sigprop.prune.scorer import Scorer
 from sigprop.prune.scores import (
     SCORERS,
@@ -51,7 +52,10 @@ from sigprop.prune.scores import (
 from sigprop.prune.select import COUNTINGS, kept_count, schedule, select
 
 __all__ = [
+    "ABLATIONS",
     "ALLOCATIONS",
+    "Ablation",
+    "AblationResult",
     "COUNTINGS",
     "DSR",
     "METHODS",
@@ -61,6 +65,7 @@ __all__ = [
     "PruneResult",
     "SCORERS",
     "Scorer",
+    "ablations",
     "apply",
     "attach_masks",
     "compute_scores",
