@@ -8,6 +8,7 @@ import copy
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -110,6 +111,7 @@ class SynFlowSession:
         # than checked at every forward and multiplied into every gradient (the scores
         # |θ ⊙ ∂R/∂θ| vanish at a zero weight whatever its gradient)
         self._zeroed = set()
+        self._kept: dict[str, np.ndarray] = {}  # last mask of each zeroed CPU layer
         for name, layer in self.layers.items():
             hooks = layer._forward_pre_hooks
             for key in [k for k, h in hooks.items() if h is _masked_forward_pre_hook]:
@@ -119,6 +121,8 @@ class SynFlowSession:
                 self._zeroed.add(name)
                 with torch.no_grad():
                     layer.weight.mul_(layer.weight_mask.to(layer.weight.dtype))
+                if layer.weight.device.type == "cpu":
+                    self._kept[name] = (layer.weight_mask.detach() != 0).reshape(-1).numpy()
         for m in self.layers.values():
             m.weight.requires_grad_(True)
         model_dtype = next(iter(self.layers.values())).weight.dtype
@@ -166,9 +170,31 @@ class SynFlowSession:
                 if layer is None:
                     raise InvalidInput(f"{name!r} is not a prunable weight of the SynFlow copy")
                 keep = validate_mask(mask, layer.weight.shape, name)
+                if name in self._zeroed and self._drop_only(name, layer, keep):
+                    continue
                 layer.weight_mask.copy_(keep)
                 if name in self._zeroed:
                     layer.weight.mul_(layer.weight_mask.to(layer.weight.dtype))
+                    if layer.weight.device.type == "cpu":
+                        self._kept[name] = keep.detach().cpu().reshape(-1).numpy().copy()
+
+    def _drop_only(self, name: str, layer: nn.Module, keep: torch.Tensor) -> bool:
+        """Zero just the weights (and mask entries) newly pruned since the last mask, when
+        the new mask only removes entries (every round of iterative pruning): two boolean
+        pass and a scatter instead of a dtype conversion and a multiply over all weights."""
+        prev = self._kept.get(name)
+        if prev is None or keep.device.type != "cpu" or layer.weight.device.type != "cpu":
+            return False
+        new = keep.reshape(-1).numpy()
+        changed = np.flatnonzero(prev != new)
+        if bool(new[changed].any()):
+            return False  # entries come back: the general path
+        dropped = torch.from_numpy(changed)
+        if dropped.numel():
+            layer.weight.detach().view(-1)[dropped] = 0.0
+            layer.weight_mask.view(-1)[dropped] = 0.0
+        self._kept[name] = new.copy()
+        return True
 
     def scores(self) -> Scores:
         """One round of SynFlow scores |θ ⊙ ∂R/∂θ| on the copy (higher = keep)."""
