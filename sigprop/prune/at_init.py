@@ -245,6 +245,9 @@ def prune_at_init(
             _check_informative(scores, masks, dense, method)
         if invert:
             scores = {n: torch.neg(s) for n, s in scores.items()}
+        counts = None
+        if budgets is not None:  # never above what a layer still has (rounding of a round)
+            counts = {n: min(c, int(masks[n].sum())) for n, c in budgets(d).items()}
         masks = select(
             scores,
             d,
@@ -252,7 +255,7 @@ def prune_at_init(
             current=masks,
             min_per_layer=min_per_layer,
             dense=dense,
-            counts=None if budgets is None else budgets(d),
+            counts=counts,
             counting=counting,
         )
         masks.update({name: masks[owner] for name, owner in tied.items()})

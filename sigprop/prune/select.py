@@ -42,10 +42,13 @@ def kept_count(density: float, total: int, counting: str = "round") -> int:
     smallest are pruned, their ``sparsity`` being the fraction kept) and of GraSP
     (alecwangcq/GraSP ``pruner/GraSP.py``: ``int(len(all_scores) * (1 - ratio))`` removed).
     The two differ by at most one weight: ``N − ⌊(1−d)N⌋ = ⌈dN⌉`` up to the float rounding
-    of ``(1 − d) N``, against ``dN`` rounded to nearest. With equal counts and no tie at the
-    threshold the masks are identical to the reference code's (tested against a
-    re-implementation of ``_global_mask``); at a tie the reference prunes every tied score,
-    sigprop keeps the count exact (ties to the smaller index).
+    of ``(1 − d) N``, against ``dN`` rounded to nearest, so the default keeps at most one
+    weight per round more or fewer than the reference code. Measured
+    (``tests/prune/test_conventions.py``): with ``counting="official"`` the masks are
+    identical to a re-implementation of the reference ``_global_mask``, and 20 rounds of
+    ``prune_at_init(..., "synflow", counting="official")`` reproduce the reference
+    ``prune_loop`` mask bit for bit. At a tie on the threshold the reference prunes every
+    tied score (keeping fewer); sigprop keeps the count exact (ties to the smaller index).
     """
     density = check_density(density)
     total = int(total)
