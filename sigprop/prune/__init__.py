@@ -6,7 +6,7 @@ SNIP, GraSP -- :mod:`~sigprop.prune.saliency` -- and SynFlow -- :mod:`~sigprop.p
 -- each a :class:`~sigprop.prune.scorer.Scorer`) or proposes masks after a short training
 (:mod:`sigprop.prune.kstarts`, :mod:`sigprop.prune.dissipating`); masking is shared:
 global or layer-wise top-k with exact counts and deterministic ties and iterative schedules
-(:mod:`sigprop.prune.select`), layer-wise budgets -- uniform, ERK, smart ratios
+(:mod:`sigprop.prune.selection`), layer-wise budgets -- uniform, ERK, smart ratios
 (:mod:`sigprop.prune.allocation`) --, application and bookkeeping
 (:mod:`sigprop.prune.masks`) and ``torch.nn.utils.prune`` interop
 (:mod:`sigprop.prune.interop`). :func:`ablations` runs the sanity checks of Frankle et al.
@@ -49,7 +49,7 @@ from sigprop.prune.scores import (
     snip_scores,
     synflow_scores,
 )
-from sigprop.prune.select import COUNTINGS, kept_count, schedule, select
+from sigprop.prune.selection import COUNTINGS, kept_count, schedule, select
 
 __all__ = [
     "ABLATIONS",

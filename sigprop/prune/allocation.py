@@ -2,7 +2,7 @@
 
 An allocation maps the weight shapes of the pruned layers and a target density d to one
 density per layer (:func:`layer_densities`, the closed forms below) and to exact integer
-counts (:func:`layer_counts`); :func:`sigprop.prune.select.select` then ranks the scores
+counts (:func:`layer_counts`); :func:`sigprop.prune.selection.select` then ranks the scores
 of any method (or random scores) inside each layer (``prune_at_init(..., allocation=...)``).
 
 ``"uniform"``
@@ -34,7 +34,7 @@ import math
 from collections.abc import Mapping
 
 from sigprop.nn.masked import check_density
-from sigprop.prune.select import kept_count
+from sigprop.prune.selection import kept_count
 from sigprop.validate import InvalidInput
 
 __all__ = ["ALLOCATIONS", "layer_counts", "layer_densities"]

@@ -2,7 +2,7 @@
 
 A method only *scores* (:mod:`sigprop.prune.scores`) or proposes masks after a short
 training (:mod:`sigprop.prune.kstarts`, :mod:`sigprop.prune.dissipating`); the loop here is
-schedule → ``session.scores()`` → :func:`~sigprop.prune.select.select` (global top-k, per
+schedule → ``session.scores()`` → :func:`~sigprop.prune.selection.select` (global top-k, per
 layer, or a layer-wise allocation of :mod:`sigprop.prune.allocation`) → ``set_masks``.
 """
 
@@ -24,7 +24,7 @@ from sigprop.prune.kstarts import kstarts_masks
 from sigprop.prune.masks import DensityReport, apply, current_masks, density_report, tied_layers
 from sigprop.prune.scorer import _DEFAULT
 from sigprop.prune.scores import SCORERS, get_scorer
-from sigprop.prune.select import COUNTINGS, kept_count, schedule, select
+from sigprop.prune.selection import COUNTINGS, kept_count, schedule, select
 from sigprop.validate import InvalidInput
 
 __all__ = ["METHODS", "PruneResult", "prune_at_init"]
@@ -157,7 +157,7 @@ def prune_at_init(
         ``{layer name: density}`` for every pruned layer. Implies ``scope="layer"``.
     counting
         ``"round"`` (default: round(d·N) kept) or ``"official"`` (N − ⌊(1−d)N⌋, the rule of the
-        Synaptic-Flow and GraSP reference code; see :func:`~sigprop.prune.select.kept_count`).
+        Synaptic-Flow and GraSP reference code; see :func:`~sigprop.prune.selection.kept_count`).
     mode
         Train/eval mode the scores are computed in: ``"train"``, ``"eval"`` or ``None`` (the
         model's own); default the scorer's (:data:`sigprop.prune.scores.SCORERS`: SynFlow

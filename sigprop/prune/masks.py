@@ -2,7 +2,7 @@
 
 Shared by every pruning method (a method defines only how it *scores*, STYLE §5):
 
-* :func:`select` and :func:`schedule` (defined in :mod:`sigprop.prune.select`, re-exported
+* :func:`select` and :func:`schedule` (defined in :mod:`sigprop.prune.selection`, re-exported
   here) turn scores into masks with exact counts and give iterative schedules;
 * :func:`apply` writes masks into the layers' ``weight_mask`` buffers and zeroes the pruned
   weights; :func:`density_report` counts what is kept.
@@ -28,7 +28,7 @@ from torch import nn
 from sigprop.nn.masked import prunable_layers, reapply_mask_, require_prunable
 from sigprop.prune._checks import _all_finite, _check_scores, validate_mask
 from sigprop.prune.interop import convert_from_torch_prune, from_torch_prune, to_torch_prune
-from sigprop.prune.select import _kth_largest, _topk_masks, kept_count, schedule, select
+from sigprop.prune.selection import _kth_largest, _topk_masks, kept_count, schedule, select
 from sigprop.validate import InvalidInput
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 Each is a function ``(model, data, **kw) -> {parameter name: score tensor}`` for every
 prunable layer (see :func:`sigprop.prune.masks.prunable_layers`), with the convention
-**higher score = keep**; :func:`sigprop.prune.select.select` turns scores into masks and
+**higher score = keep**; :func:`sigprop.prune.selection.select` turns scores into masks and
 :mod:`sigprop.prune.scores` registers them as :class:`~sigprop.prune.scorer.Scorer` s.
 
 ``data`` for the data-driven scores is one mini-batch ``(inputs, targets)`` (a tuple) or an

@@ -2,7 +2,7 @@
 
 As ``torch.nn.utils.prune.BasePruningMethod`` asks a method only for ``compute_mask``, a
 scorer here only computes ``{parameter name: score tensor}`` (higher = keep) for every
-prunable layer; masking (:func:`sigprop.prune.select.select`), schedules and application are
+prunable layer; masking (:func:`sigprop.prune.selection.select`), schedules and application are
 shared. Everything else has a default a subclass may override:
 
 * ``name``, ``needs_data`` (``data`` required), ``default_rounds`` (1; SynFlow 100),

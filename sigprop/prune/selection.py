@@ -107,7 +107,9 @@ def _topk_masks(
     if k <= 0 or k >= m:
         keeps = [full(a, e, k > 0) for a, e in zip(arrs, elig)]
     else:
-        thr = _kth_largest(arrs, elig, k, m, backend)
+        thr, bands = _kth_largest(arrs, elig, k, m, backend)
+        if bands is not None:
+            return _from_bands(arrs, bands, thr, k)
         keeps = []
         for a, e in zip(arrs, elig):
             keep = a >= thr
@@ -130,6 +132,28 @@ def _topk_masks(
     return [torch.from_numpy(kp) if backend else kp for kp in keeps]
 
 
+def _from_bands(arrs, bands, thr, k: int) -> list[torch.Tensor]:
+    """The top-k masks from :func:`_kth_largest`'s bracket: per layer the eligible entries
+    above the bracket (a fresh boolean array, kept as is) and the indices of the eligible
+    entries inside it (the only ones that can equal or straddle ``thr``), so no further pass
+    over all entries is needed. Ties at ``thr`` beyond ``k`` are dropped from the end."""
+    keeps, ties, kept = [], [], 0
+    for a, (over, idx) in zip(arrs, bands):
+        vals = a[idx]
+        over[idx[vals >= thr]] = True
+        ties.append(idx[vals == thr])
+        kept += int(np.count_nonzero(over))
+        keeps.append(over)
+    surplus = kept - k
+    for keep, tied in zip(reversed(keeps), reversed(ties)):
+        if surplus <= 0:
+            break
+        drop = min(surplus, tied.size)
+        keep[tied[tied.size - drop :]] = False
+        surplus -= drop
+    return [torch.from_numpy(kp) for kp in keeps]
+
+
 #: below this many eligible entries the k-th largest is found by one partition of all of
 #: them; above it a strided sample brackets it first (:func:`_kth_largest`)
 _SMALL = 1 << 18
@@ -145,7 +169,9 @@ def _odd_prime_at_least(n: int) -> int:
 
 
 def _kth_largest(arrs, elig, k: int, m: int, backend):
-    """The k-th largest of the ``m`` eligible entries of ``arrs`` (1 ≤ k < m), exactly.
+    """The k-th largest of the ``m`` eligible entries of ``arrs`` (1 ≤ k < m), exactly, and
+    the bracket it was found in (``None`` when found by a full selection; else per layer
+    the eligible entries above the bracket and the indices of those inside it).
 
     Small inputs: one selection over the gathered eligible entries (``numpy.partition``, or
     ``torch.kthvalue`` off the CPU). Large ones (numpy only): a strided sample of the
@@ -169,7 +195,7 @@ def _kth_largest(arrs, elig, k: int, m: int, backend):
 
     total = sum(a.size if backend else a.numel() for a in arrs)
     if not backend or m <= _SMALL:
-        return exact()
+        return exact(), None
     stride = _odd_prime_at_least(total // _SAMPLE)
     sample, offset = [], 0
     for a, e in zip(arrs, elig):
@@ -180,14 +206,14 @@ def _kth_largest(arrs, elig, k: int, m: int, backend):
     s = np.concatenate(sample)
     n = s.size
     if n < 256:
-        return exact()
+        return exact(), None
     q = k / m
     pos = n * (1.0 - q)  # ascending index of the k-th largest in the sample
     delta = 6.0 * math.sqrt(n * q * (1.0 - q)) + 8.0
     i_lo, i_hi = math.floor(pos - delta), math.ceil(pos + delta)
-    lo = -np.inf if i_lo < 0 else np.partition(s, i_lo)[i_lo]
-    hi = np.inf if i_hi >= n else np.partition(s, i_hi)[i_hi]
-    above, inside_count, insides = 0, 0, []
+    lo = -np.inf if i_lo < 0 else np.partition(s, min(i_lo, n - 1))[min(i_lo, n - 1)]
+    hi = np.inf if i_hi >= n else np.partition(s, max(i_hi, 0))[max(i_hi, 0)]
+    above, inside_count, insides, overs = 0, 0, [], []
     for a, e in zip(arrs, elig):
         over = a > hi
         if e is not None:
@@ -199,13 +225,15 @@ def _kth_largest(arrs, elig, k: int, m: int, backend):
             inside &= e
         inside_count += int(np.count_nonzero(inside))
         insides.append(inside)
+        overs.append(over)
     need = k - above
     if not 1 <= need <= inside_count:
-        return exact()
+        return exact(), None
+    bands = [(over, np.flatnonzero(inside)) for over, inside in zip(overs, insides)]
     if lo == hi:  # the band is one tied value (e.g. the zero scores of unused weights)
-        return lo
-    b = np.concatenate([np.compress(inside, a) for a, inside in zip(arrs, insides)])
-    return np.partition(b, b.size - need)[b.size - need]
+        return lo, bands
+    b = np.concatenate([a[idx] for a, (_, idx) in zip(arrs, bands)])
+    return np.partition(b, b.size - need)[b.size - need], bands
 
 
 def select(
