@@ -37,7 +37,7 @@ from sigprop.nn.loop import Callback, check_callbacks, fit
 from sigprop.nn.masked import as_generator, require_prunable
 from sigprop.nn.utils import as_batches
 from sigprop.prune.masks import apply, current_masks, select
-from sigprop.prune.scores import _check_batch, random_scores
+from sigprop.prune.saliency import _check_batch, random_scores
 from sigprop.validate import InvalidInput, positive_int
 
 __all__ = ["FITNESSES", "kstarts_masks", "short_train"]

@@ -26,9 +26,13 @@ import torch
 from torch import nn
 
 from sigprop.nn.masked import prunable_layers, reapply_mask_, require_prunable
-from sigprop.prune._checks import _all_finite, _check_scores, validate_mask
+from sigprop.prune._checks import _all_finite as _all_finite
+from sigprop.prune._checks import _check_scores as _check_scores
+from sigprop.prune._checks import validate_mask
 from sigprop.prune.interop import convert_from_torch_prune, from_torch_prune, to_torch_prune
-from sigprop.prune.selection import _kth_largest, _topk_masks, kept_count, schedule, select
+from sigprop.prune.selection import _kth_largest as _kth_largest
+from sigprop.prune.selection import _topk_masks as _topk_masks
+from sigprop.prune.selection import kept_count, schedule, select
 from sigprop.validate import InvalidInput
 
 __all__ = [
@@ -48,9 +52,6 @@ __all__ = [
     "to_torch_prune",
     "validate_mask",
 ]
-
-# re-exported: select/schedule/kept_count, the validation helpers and the interop
-_REEXPORTED = (_all_finite, _check_scores, _kth_largest, _topk_masks)
 
 
 # --------------------------------------------------------------------------- prunable layers

@@ -17,20 +17,21 @@ from __future__ import annotations
 
 from torch import nn
 
+from sigprop.prune.saliency import LossFn as LossFn
 from sigprop.prune.saliency import (
-    LossFn,
     Scores,
-    _check_batch,
-    _grads,
-    _normalise_,
-    _weights_and_masks,
     grasp_scores,
     magnitude_scores,
     random_scores,
     samples_per_class,
     snip_scores,
 )
-from sigprop.prune.scorer import DirectSession, ScoreMethod, Scorer
+from sigprop.prune.saliency import _check_batch as _check_batch
+from sigprop.prune.saliency import _grads as _grads
+from sigprop.prune.saliency import _normalise_ as _normalise_
+from sigprop.prune.saliency import _weights_and_masks as _weights_and_masks
+from sigprop.prune.scorer import DirectSession as DirectSession
+from sigprop.prune.scorer import ScoreMethod, Scorer
 from sigprop.prune.synflow import SynFlow, SynFlowSession, synflow_scores
 from sigprop.validate import InvalidInput
 
@@ -49,9 +50,6 @@ __all__ = [
     "snip_scores",
     "synflow_scores",
 ]
-
-# private helpers other modules (kstarts) and tests use through this module
-_SHARED = (LossFn, DirectSession, _check_batch, _grads, _normalise_, _weights_and_masks)
 
 #: name -> Scorer. Scores follow "higher = keep".
 SCORERS: dict[str, Scorer] = {
