@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from sigprop.nn.activation import Activation
-from sigprop.nn.kinds import is_dct_layer, layer_kind
+from sigprop.nn.kinds import is_dct_layer, is_weight_layer, layer_kind
 from sigprop.nn.masked import MaskedMixin, as_generator
 from sigprop.validate import InvalidInput, positive_int
 
@@ -241,7 +241,10 @@ def rescale_(model: nn.Module, sigma_w: float | None = None) -> RescaleResult:
     """The rescaling trick of Hayou et al. 2021 (arXiv 2002.08797, §4 "Rescaling trick",
     with its conv form in the appendix), empirical form, done right.
 
-    For every masked layer (``MaskedLinear``, ``MaskedConv*``) and every *unit* — an
+    For every masked layer — sigprop's ``MaskedLinear``/``MaskedConv*``, any ``nn.Linear``/
+    ``nn.Conv*`` made prunable by :mod:`sigprop.prune` (a pruned torchvision ResNet or VGG,
+    with or without BatchNorm), a ``torch.nn.utils.prune`` layer (``weight_orig`` is
+    rescaled) — and every *unit* — an
     output row of a linear layer, an (output channel, kernel position) pair of a
     convolution, whose inputs are the n_u = in_ch/groups input channels — the kept weights
     are multiplied by one factor so that their sum of squares equals the dense expectation
@@ -264,8 +267,12 @@ def rescale_(model: nn.Module, sigma_w: float | None = None) -> RescaleResult:
     ----------
     sigma_w
         Dense weight scale σ_w (weights were N(0, σ_w²/fan_in) before pruning). ``None``:
-        each layer's ``sigprop_init.sigma_w`` (set by :func:`eoc_init_`,
-        :func:`gaussian_init_`, :func:`orthogonal_init_`); ``ValueError`` if missing.
+        each layer's own dense scale — its ``sigprop_init.sigma_w`` (set by
+        :func:`eoc_init_`, :func:`gaussian_init_`, :func:`orthogonal_init_`), else
+        σ_w² = fan_in·E[w²] of the dense weight (``weight_orig`` of ``torch.nn.utils.prune``,
+        or the mean square :mod:`sigprop.prune` recorded before writing the first mask:
+        torchvision's kaiming init is then matched layer by layer); ``InvalidInput`` if none
+        is known.
 
     Returns
     -------
@@ -275,28 +282,51 @@ def rescale_(model: nn.Module, sigma_w: float | None = None) -> RescaleResult:
         sigma_w = _check_sigma("sigma_w", sigma_w, positive=True)
     results = []
     for name, module in model.named_modules():
-        if not isinstance(module, MaskedMixin) or is_dct_layer(module):
+        if is_dct_layer(module) or not isinstance(module._buffers.get("weight_mask"), torch.Tensor):
             continue
-        ref = sigma_w
-        if ref is None:
-            record = getattr(module, "sigprop_init", None)
-            if record is None:
-                raise InvalidInput(
-                    f"rescale_: layer {name!r} has no recorded initialisation; pass sigma_w= "
-                    "(the dense weight scale) or initialise with eoc_init_/gaussian_init_"
-                )
-            ref = record.sigma_w
+        if not is_weight_layer(module):
+            continue
+        ref = sigma_w if sigma_w is not None else _dense_sigma_w(name, module)
         results.append(_rescale_layer(name, module, ref))
     if not results:
-        raise InvalidInput("rescale_: model has no masked layer (MaskedLinear / MaskedConv*)")
+        raise InvalidInput(
+            "rescale_: model has no masked layer (sigprop masked layers, layers made prunable "
+            "by sigprop.prune, or torch.nn.utils.prune)"
+        )
     return RescaleResult(tuple(results))
 
 
+def _dense_sigma_w(name: str, module: nn.Module) -> float:
+    """The dense σ_w of a pruned layer, σ_w² = fan_in · E[w²] of the dense weight: from the
+    init record (:func:`eoc_init_` & co.), from ``weight_orig`` (``torch.nn.utils.prune``
+    keeps the dense values), or from the mean square ``sigprop.prune`` recorded before it
+    wrote the first mask."""
+    record = getattr(module, "sigprop_init", None)
+    if record is not None:
+        return float(record.sigma_w)
+    orig = module._parameters.get("weight_orig")
+    fan_in = orig[0].numel() if orig is not None else module.weight[0].numel()
+    if orig is not None:
+        return math.sqrt(float(orig.detach().double().pow(2).mean()) * fan_in)
+    dense_sq = module.__dict__.get("sigprop_dense_sq")
+    if dense_sq is None and bool(module.weight_mask.all()):  # nothing pruned: it is dense
+        dense_sq = float(module.weight.detach().double().pow(2).mean())
+    if dense_sq is not None:
+        return math.sqrt(dense_sq * fan_in)
+    raise InvalidInput(
+        f"rescale_: layer {name!r} has no recorded dense scale; pass sigma_w= (the dense "
+        "weight scale), initialise with eoc_init_/gaussian_init_, or prune with "
+        "sigprop.prune / torch.nn.utils.prune (both keep the dense scale)"
+    )
+
+
 def _rescale_layer(name: str, module: nn.Module, sigma_w: float) -> LayerRescale:
-    weight, mask = module.weight, module.weight_mask.to(module.weight.dtype)
+    orig = module._parameters.get("weight_orig")  # torch.nn.utils.prune
+    weight = (orig if orig is not None else module.weight).data
+    mask = module.weight_mask.to(weight.dtype)
     if not torch.isfinite(weight[mask != 0]).all():
         raise InvalidInput(f"rescale_: layer {name!r}: kept weights contain NaN or inf")
-    module.apply_mask_()  # pruned positions exactly zero (clears NaN stored there too)
+    weight.mul_(mask)  # pruned positions exactly zero (clears NaN stored there too)
     fan_in = weight[0].numel()
     n_unit = weight.shape[1]  # inputs per unit: in_features, or in_ch/groups
     target = n_unit * sigma_w**2 / fan_in
@@ -308,6 +338,8 @@ def _rescale_layer(name: str, module: nn.Module, sigma_w: float) -> LayerRescale
     factor = torch.ones_like(sum_sq)
     factor[live] = torch.sqrt(target / sum_sq[live])
     weight.mul_(factor.unsqueeze(1).to(weight.dtype))
+    if orig is not None:  # the pruned weight torch recomputes before each forward
+        module.weight = orig * module.weight_mask
     rescaled = factor[live]
     return LayerRescale(
         name=name,

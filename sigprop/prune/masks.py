@@ -199,8 +199,21 @@ def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, mask in checked.items():
             module = layers[name]
+            _record_dense_scale(module)
             module.weight_mask.copy_(mask.to(module.weight_mask.device))
             reapply_mask_(module)
+
+
+def _record_dense_scale(module: nn.Module) -> None:
+    """Before a layer's first mask is written: remember the dense mean square of its weight
+    (``module.sigprop_dense_sq``, E[w²] over all weights) while nothing is pruned yet, so
+    :func:`sigprop.nn.rescale_` knows the dense scale of layers without an init record
+    (torchvision's, timm's). ``None`` when the layer was already pruned."""
+    if "sigprop_dense_sq" in module.__dict__:
+        return
+    dense = bool(module.weight_mask.all())
+    value = float(module.weight.detach().double().pow(2).mean()) if dense else None
+    module.__dict__["sigprop_dense_sq"] = value
 
 
 @dataclass(frozen=True)
