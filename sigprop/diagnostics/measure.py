@@ -18,8 +18,9 @@ weight gradients at initialisation next to the theory's ratios.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -61,6 +62,11 @@ class Measurement:
         (``None`` with one input) — what ``predict`` takes.
     n_inputs, n_probes: batch size and backward probes per input.
     spectrum: the ``JacobianSpectrum`` when requested (``jacobian=True``), else ``None``.
+    nodes: module qualified name → measured record (``sigprop.diagnostics.graph.nodes``:
+        ``q``, ``mean``, ``correlation``, ``avg_sq_ch_mean``, ``avg_ch_var`` and, for weight
+        layers, ``weight_grad`` = ‖∇W ⊙ M‖²/B of a random readout and ``weight_grad_ratio``),
+        for every module the translated graph maps; empty when the model cannot be traced.
+    blocks: module names whose output is a residual sum (as ``Prediction.blocks``).
     """
 
     names: tuple[str, ...]
@@ -76,6 +82,8 @@ class Measurement:
     n_inputs: int
     n_probes: int
     spectrum: object | None = None
+    nodes: dict = field(default_factory=dict)
+    blocks: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -92,6 +100,8 @@ class Measurement:
             "n_inputs": self.n_inputs,
             "n_probes": self.n_probes,
             "spectrum": None if self.spectrum is None else self.spectrum.to_dict(),
+            "nodes": self.nodes,
+            "blocks": list(self.blocks),
         }
 
 
@@ -164,6 +174,7 @@ def measure(
     dtype: torch.dtype = torch.float64,
     jacobian: bool = False,
     jacobian_inputs: int = 4,
+    node_probes: int = 1,
     **jacobian_kwargs,
 ) -> Measurement:
     """Measure q^l, c^l, χ^l and the backward norm flow of ``model`` on ``inputs``.
@@ -178,17 +189,34 @@ def measure(
     dtype: computation precision (float64 by default).
     jacobian: also compute ``jacobian_spectrum`` on the first ``jacobian_inputs`` inputs
         (extra keyword arguments are passed to it).
+    node_probes: random readouts averaged for the per-module weight-gradient norms
+        (``nodes``; one forward pass, one backward pass per readout).
+
+    Without ``spec`` the model is described with ``inputs`` as the example input (shapes
+    only), so ``nodes`` covers every module of any traceable model; a model torch.fx cannot
+    trace gets the per-weight-layer fields only. Weight layers of a graph spec that never
+    run on their own (attention's ``out_proj``) get NaN in the per-layer arrays.
 
     The model is run in its current mode; use ``model.eval()`` for dropout/batch norm.
     """
     inputs = _check_inputs(inputs)
     if n_probes < 1:
         raise InvalidInput(f"n_probes must be ≥ 1, got {n_probes}")
-    spec = describe(model) if spec is None else spec
-    names = spec.names
+    if spec is None:
+        try:
+            spec = describe(model, example_input=inputs)
+        except InvalidInput:  # not traceable: the per-weight-layer walk alone
+            spec = describe(model)
+    all_names = spec.names
     work = _model_in(model, dtype)
     device = _device(work)
     x = inputs.detach().to(device=device, dtype=dtype).requires_grad_(True)
+    nodes = {}
+    if spec.graph is not None:
+        from sigprop.diagnostics.graph.nodes import measure_nodes
+
+        nodes = measure_nodes(work, spec.graph, x.detach(), n_probes=node_probes, seed=seed)
+    names = all_names
     gen = torch.Generator(device="cpu").manual_seed(seed)
     recorder = _Recorder(work, names)
     try:
@@ -196,6 +224,8 @@ def measure(
             out = work(x)
             if not isinstance(out, torch.Tensor):
                 raise InvalidInput(f"model returned {type(out).__name__}, not a tensor")
+            if spec.structure == "graph":  # attention's out_proj never runs on its own
+                names = tuple(n for n in all_names if n in recorder.outputs)
             missing = [n for n in names if n not in recorder.outputs]
             if missing:
                 raise InvalidInput(f"weight layers not used in the forward pass: {missing}")
@@ -242,13 +272,20 @@ def measure(
     ds = delta_sq.numpy()
     q_np = q_per_input.cpu().double().numpy()
     c_np = None if c_per_pair is None else c_per_pair.cpu().double().numpy()
+    if names != all_names:  # graph spec: NaN rows for layers that never ran on their own
+        rows = [names.index(n) if n in names else -1 for n in all_names]
+        q_np, ds_l = _expand(q_np, rows), _expand(ds[1:], rows)
+        c_np = None if c_np is None else _expand(c_np, rows)
+        ds = np.concatenate([ds[:1], ds_l])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi = ds[:-1] / ds[1:]
     return Measurement(
-        names=names,
+        names=all_names,
         q=q_np.mean(axis=1),
         q_per_input=q_np,
         c=None if c_np is None else c_np.mean(axis=1),
         c_per_pair=c_np,
-        chi=ds[:-1] / ds[1:],
+        chi=chi,
         delta_sq=ds[1:],
         grad_ratio=ds[1:] / ds[-1],
         q0=q0,
@@ -256,7 +293,17 @@ def measure(
         n_inputs=int(inputs.shape[0]),
         n_probes=int(n_probes),
         spectrum=spectrum,
+        nodes=nodes,
+        blocks=tuple(spec.blocks),
     )
+
+
+def _expand(a: np.ndarray, rows: list[int]) -> np.ndarray:
+    out = np.full((len(rows), *a.shape[1:]), np.nan)
+    for i, r in enumerate(rows):
+        if r >= 0:
+            out[i] = a[r]
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,6 +329,8 @@ class GradientFlow:
     theory_grad_ratio: (L,) the predicted ratio of weight-gradient norms (``predict``'s
         ``weight_grad_ratio``); compares with ``grad_ratio``.
     n_batches: batches averaged; loss: description of the loss used.
+    theory_reason: why the theory columns are ``None`` (or partly NaN); ``None`` when
+        they are complete.
     """
 
     names: tuple[str, ...]
@@ -293,6 +342,7 @@ class GradientFlow:
     theory_grad_ratio: np.ndarray | None
     n_batches: int
     loss: str
+    theory_reason: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -305,6 +355,7 @@ class GradientFlow:
             "theory_grad_ratio": _arr(self.theory_grad_ratio),
             "n_batches": self.n_batches,
             "loss": self.loss,
+            "theory_reason": self.theory_reason,
         }
 
 
@@ -334,16 +385,27 @@ def gradient_flow(
         samples, as the backward mean-field theory assumes; Schoenholz et al. 2017,
         arXiv 1611.01232, §3). With a real loss the cross-sample terms of a batch gradient
         need not follow the single-input theory.
-    spec: ``describe(model)`` if not given; ``seed``: the random projection's probes.
+    spec: ``describe(model, example_input=first batch)`` if not given (``describe(model)``
+        for a model torch.fx cannot trace); ``seed``: the random projection's probes.
     predict_kwargs: passed to ``predict`` (q0/c0 default to the first batch's moments).
 
-    The theory columns are ``None`` when ``predict`` does not cover the model (unmapped
-    parts, residual blocks).
+    The theory columns come from ``predict``: the graph engine for any model traced with
+    the first batch as example input (``describe(model, example_input)``), the closed-form
+    recursions for chains and sigprop residual nets. They are ``None`` only when
+    ``predict`` does not cover the model, and ``theory_reason`` then says why.
     """
     from tqdm.auto import tqdm
 
-    spec = describe(model) if spec is None else spec
-    names = spec.names
+    batches = iter(as_batches(data, method="gradient_flow", targets_required=False))
+    first = next(batches, None)
+    if first is None:
+        raise InvalidInput("data contains no batch")
+    if spec is None:
+        try:  # the first batch's shape lets any traceable model through the graph engine
+            spec = describe(model, example_input=_check_inputs(first[0]))
+        except InvalidInput:
+            spec = describe(model)
+    names = tuple(n for n in spec.names if not _inside_attention(model, n))
     work = _model_in(model, dtype)
     device = _device(work)
     masks = []
@@ -358,7 +420,7 @@ def gradient_flow(
     loss_desc = None
     first_inputs = None
     for inputs, targets in tqdm(
-        as_batches(data, method="gradient_flow", targets_required=False),
+        itertools.chain([first], batches),
         desc="gradient_flow",
         disable=not progress,
         leave=False,
@@ -391,7 +453,8 @@ def gradient_flow(
     grad_sq /= n_batches
     delta_sq /= n_batches
     theory_delta = theory_grad = None
-    if spec.complete:
+    reason = None
+    if spec.complete or spec.graph is not None:
         from sigprop.diagnostics.predict import input_moments, predict
 
         kwargs = dict(predict_kwargs or {})
@@ -402,11 +465,23 @@ def gradient_flow(
                 kwargs.setdefault("c0", c0)
         try:
             prediction = predict(spec, **kwargs)
-        except ValueError:  # a structure the theory does not cover: measured columns only
-            prediction = None
+        except ValueError as exc:  # a structure the theory does not cover
+            prediction, reason = None, f"predict does not cover this model: {exc}"
         if prediction is not None:
-            theory_delta = prediction.grad_ratio
-            theory_grad = prediction.weight_grad_ratio
+            rows = [spec.names.index(n) for n in names]
+            theory_delta = np.asarray(prediction.grad_ratio)[rows]
+            theory_grad = np.asarray(prediction.weight_grad_ratio)[rows]
+            if prediction.unreachable:
+                reason = (
+                    "NaN where the graph engine could not reach the layer (untranslated: "
+                    + "; ".join(spec.unmapped)
+                    + ")"
+                )
+    else:
+        reason = (
+            "the model has parts the theory cannot map and could not be traced with an "
+            f"example input: {'; '.join(spec.unmapped)}"
+        )
     return GradientFlow(
         names=names,
         grad_sq_norm=grad_sq,
@@ -417,7 +492,20 @@ def gradient_flow(
         theory_grad_ratio=theory_grad,
         n_batches=n_batches,
         loss=loss_desc,
+        theory_reason=reason,
     )
+
+
+def _inside_attention(model: nn.Module, name: str) -> bool:
+    """``out_proj`` of an ``nn.MultiheadAttention``: its weight is used by its parent, the
+    module itself never runs."""
+    parent = name.rpartition(".")[0]
+    if not name or parent == name:
+        return False
+    try:
+        return isinstance(model.get_submodule(parent), nn.MultiheadAttention)
+    except AttributeError:
+        return False
 
 
 def _loss(loss, out: torch.Tensor, targets, gen: torch.Generator):

@@ -80,6 +80,11 @@ def _np(t) -> np.ndarray:
     return t.detach().to(torch.float64).cpu().numpy()
 
 
+def _square(w: torch.Tensor) -> np.ndarray:
+    """w² as float64 numpy, with one allocation (VGG's first classifier layer has 10⁸)."""
+    return w.detach().to(torch.float64, copy=True).cpu().square_().numpy()
+
+
 def weight_arrays(module: nn.Module, attr: str = "weight"):
     """(effective weight, 0/1 mask or None, the attribute whose gradient is ∇W) of a layer.
 
@@ -146,10 +151,9 @@ class _Builder:
 
     def weight(self, base, x, mname, m, conv: bool) -> str:
         w, mask, attr = weight_arrays(m)
-        w = _np(w)
-        prm = {"w2": w * w}
+        prm = {"w2": _square(w)}
         if mask is not None:
-            prm["mask"] = (_np(mask) != 0).astype(float)
+            prm["mask"] = (mask.detach() != 0).to(torch.float64).cpu().numpy()
         if getattr(m, "bias", None) is not None:
             prm["b"] = _np(m.bias)
         if conv:
@@ -160,7 +164,7 @@ class _Builder:
                 if pad == "valid":
                     pad = 0
                 elif all(s == 1 for s in m.stride):
-                    k = w.shape[2:]
+                    k = prm["w2"].shape[2:]
                     pad = [d * (kk - 1) // 2 for d, kk in zip(m.dilation, k)]
                     if any((d * (kk - 1)) % 2 for d, kk in zip(m.dilation, k)):
                         raise _NoRule("asymmetric 'same' padding")
