@@ -39,6 +39,7 @@ widen: the remedy is to propagate channel means with the signed weights).
 """
 
 import functools
+import gc
 
 import numpy as np
 import pytest
@@ -71,8 +72,7 @@ def _prune(model, density):
     prune.global_unstructured(params, pruning_method=prune.RandomUnstructured, amount=1 - density)
 
 
-@functools.cache
-def _run(name, train, density):
+def _full(name, train, density):
     model, shape = _build(name)
     if density < 1:
         _prune(model, density)
@@ -83,6 +83,24 @@ def _run(name, train, density):
     pred = predict(spec, q0=q0, c0=c0)
     meas = measure(model, x, spec=spec, dtype=torch.float32)
     return model, spec, pred, meas, compare(pred, meas)
+
+
+@functools.cache
+def _run(name, train, density):
+    """The numbers both tests read (the models and graphs are dropped: memory)."""
+    model, spec, pred, meas, agree = _full(name, train, density)
+    blocks = _blocks(name, model, spec)
+    layers = [n for n in spec.graph.weights if n in agree.nodes]
+    out = {
+        "unmapped": spec.unmapped,
+        "unreachable": pred.unreachable,
+        "missing": [n for n in blocks if n not in pred.nodes or n not in meas.nodes],
+        "q_err": {n: agree.nodes[n]["q_rel_err"] for n in blocks if n in agree.nodes},
+        "decades": {n: agree.nodes[n].get("weight_grad_ratio_decades", np.nan) for n in layers},
+    }
+    del model, spec, pred, meas, agree
+    gc.collect()
+    return out
 
 
 def _blocks(name, model, spec):
@@ -97,29 +115,30 @@ def _blocks(name, model, spec):
         return parts + ["features.norm5", "classifier"]
     if name == "mobilenet_v2":
         return [f"features.{i}" for i in range(len(model.features))] + ["classifier.1"]
-    return list(spec.blocks)
+    # post-norm layers: the block outputs are LayerNorms (q = 1 by construction), so the
+    # residual branches' outputs are checked too
+    parts = [f"layers.{i}.{s}" for i in range(2) for s in ("self_attn", "linear1", "linear2")]
+    return [*spec.blocks, *parts]
 
 
 # (model, train, density) -> measured numbers, for the genuine limit (module doc)
 _Q_LIMIT = {
-    ("resnet18", False, 1.0): "median 0.12, max 0.26",
-    ("resnet18", False, 0.1): "median 0.17, max 0.50",
-    ("resnet50", False, 1.0): "median 0.44, max 0.66",
-    ("resnet50", False, 0.1): "median 0.15, max 0.57",
-    ("vgg16", True, 1.0): "median 0.24, max 0.42 (no norm: as eval)",
-    ("vgg16", True, 0.1): "median 0.26, max 0.37 (no norm: as eval)",
+    ("resnet18", False, 0.1): "median 0.56, max 0.89",
+    ("resnet50", False, 1.0): "median 0.42, max 0.63",
+    ("resnet50", False, 0.1): "median 0.41, max 0.83",
+    ("vgg16", True, 1.0): "median 0.24, max 0.42 (no norm layers: as in eval mode)",
+    ("vgg16", True, 0.1): "median 0.39, max 0.54 (no norm layers: as in eval mode)",
     ("vgg16", False, 1.0): "median 0.24, max 0.42",
-    ("vgg16", False, 0.1): "median 0.26, max 0.37",
+    ("vgg16", False, 0.1): "median 0.39, max 0.54",
     ("vgg16_bn", False, 1.0): "median 0.24, max 0.42",
-    ("vgg16_bn", False, 0.1): "median 0.26, max 0.37",
-    ("densenet121", False, 1.0): "median 0.32, max 0.76",
-    ("densenet121", False, 0.1): "median 0.10, max 0.78",
-    ("mobilenet_v2", False, 1.0): "median 0.16, max 0.30",
-    ("mobilenet_v2", False, 0.1): "collapsed: q ~ 1e-28 by features.8",
+    ("vgg16_bn", False, 0.1): "median 0.39, max 0.54",
+    ("densenet121", False, 1.0): "median 0.27, max 0.46",
+    ("mobilenet_v2", False, 1.0): "median 0.18, max 0.28",
+    ("mobilenet_v2", False, 0.1): "median 0.07, max 3.1 (depthwise filters keep ~1 of 9 "
+    "weights; the signal collapses to q ~ 1e-12 by features.3)",
 }
-_GRAD_LIMIT = {
-    ("mobilenet_v2", False, 0.1): "collapsed: gradients at float32 round-off",
-}
+_GRAD_LIMIT: dict = {}
+_SLOW = ("vgg16", "vgg16_bn")  # 30-180 s each: the 25088x4096 classifier layer in the engine
 
 CASES = [(m, t, d) for m in MODELS for t in (True, False) for d in (1.0, 0.1)]
 
@@ -136,27 +155,24 @@ def _param(case, limits):
 
 @pytest.mark.parametrize("name,train,density", [_param(c, _Q_LIMIT) for c in CASES])
 def test_block_output_q(name, train, density):
-    model, spec, pred, meas, agree = _run(name, train, density)
-    assert not spec.unmapped and not pred.unreachable
-    names = _blocks(name, model, spec)
-    assert names and all(n in pred.nodes and n in meas.nodes for n in names)
-    err = np.array([agree.nodes[n]["q_rel_err"] for n in names])
-    assert np.median(err) <= 0.10, dict(zip(names, err.round(3)))
-    assert err.max() <= 0.30, dict(zip(names, err.round(3)))
+    r = _run(name, train, density)
+    assert not r["unmapped"] and not r["unreachable"] and not r["missing"]
+    err = np.array(list(r["q_err"].values()), dtype=float)
+    assert len(err) >= 2
+    assert np.median(err) <= 0.10, {k: round(v, 3) for k, v in r["q_err"].items()}
+    assert err.max() <= 0.30, {k: round(v, 3) for k, v in r["q_err"].items()}
 
 
 @pytest.mark.parametrize("name,train,density", [_param(c, _GRAD_LIMIT) for c in CASES])
 def test_weight_gradient_ratios(name, train, density):
-    model, spec, pred, meas, agree = _run(name, train, density)
-    layers = [n for n in spec.graph.weights if n in agree.nodes]
-    assert len(layers) >= 4
-    dec = np.array([agree.nodes[n].get("weight_grad_ratio_decades", np.nan) for n in layers])
-    assert np.all(np.isfinite(dec)), dict(zip(layers, dec))
-    assert np.median(dec) <= 0.3, dict(zip(layers, dec.round(2)))
+    dec = np.array(list(_run(name, train, density)["decades"].values()), dtype=float)
+    assert len(dec) >= 4
+    assert np.all(np.isfinite(dec))
+    assert np.median(dec) <= 0.3
 
 
 def test_block_names_and_records():
-    model, spec, pred, meas, _ = _run("resnet18", True, 1.0)
+    model, spec, pred, meas, _ = _full("resnet18", True, 1.0)
     assert spec.blocks == tuple(f"layer{i}.{j}" for i in range(1, 5) for j in range(2))
     assert pred.blocks == meas.blocks == spec.blocks
     names = {n for n, _ in model.named_modules()}

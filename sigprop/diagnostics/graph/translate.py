@@ -402,6 +402,8 @@ def _one(b: _Builder, node: GraphNode, m, base: str, ins, lay: str) -> str:
         if lay != "cf" or int(dim) % (b.rank(x) + 2) != 1:
             raise _NoRule(f"concatenation along dim {dim} (only the channel axis)")
         return b.emit(base, "cat", ins, {"axis": "channel"})
+    if k == "unmapped":
+        raise _NoRule(a.get("reason", "no rule"))
     raise _NoRule(f"operation {a.get('target', node.kind)!r} ({node.kind}) has no rule")
 
 
