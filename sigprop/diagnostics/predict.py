@@ -192,6 +192,7 @@ def predict(
     density_points: int = 400,
     weights: str = "gaussian",
     batch_size: int | None = None,
+    backward: bool = True,
 ) -> Prediction:
     """Per-layer mean-field predictions for the model ``spec`` describes.
 
@@ -206,6 +207,9 @@ def predict(
         spectrum uses (arXiv 1711.04735 eq. 15); σ_w² and q^l come from the spec regardless.
     batch_size: B of train-mode BatchNorm and of the batch summaries for graph specs
         (default: the example input's batch size).
+    backward: graph specs only: False skips the engine's backward pass (no gradient
+        entries: ``g``/``weight_grad`` None, χ and gradient ratios NaN), about a third of
+        the time (forward moments suffice for a signal-propagation plot).
 
     Graph specs (``describe(model, example_input)``) are propagated through
     ``sigprop.theory.propagation`` (its README states every rule and approximation):
@@ -261,7 +265,7 @@ def predict(
             q0, "q0 (input second moment (1/N_0)|x|^2; zero inputs carry no signal)"
         )
         c0 = _check_c0(c0)
-        graph_pred = predict_graph(spec, q0, c0, batch_size)
+        graph_pred = predict_graph(spec, q0, c0, batch_size, backward=backward)
         if spec.structure == "graph":
             return graph_pred
         extra = {
