@@ -148,6 +148,8 @@ def _param(case, limits):
     marks = (
         [pytest.mark.xfail(strict=True, reason=f"finite-size limit: {reason}")] if reason else []
     )
+    if case[0] in _SLOW:
+        marks.append(pytest.mark.slow)
     return pytest.param(
         *case, marks=marks, id=f"{case[0]}-{'train' if case[1] else 'eval'}-{case[2]}"
     )

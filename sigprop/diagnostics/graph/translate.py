@@ -61,6 +61,10 @@ class Translation:
     blocks: module names whose output is a residual sum (or an elementwise map or norm of
         one), innermost first when several share an output, in forward order.
     weights: module name → :class:`WeightRef` for every weight layer (and attention part).
+    block_parts: block name → the module names of the residual sum's inputs in argument
+        order (branch and shortcut; ``None`` for a sum input no module produces, e.g. the
+        identity shortcut of the block input read directly), for Brock et al.'s
+        residual-branch variance.
     """
 
     graph: TheoryGraph
@@ -69,6 +73,7 @@ class Translation:
     unmapped: tuple
     blocks: tuple
     weights: dict = field(default_factory=dict)
+    block_parts: dict = field(default_factory=dict)
 
     def describe_unmapped(self) -> tuple[str, ...]:
         return tuple(
@@ -194,6 +199,7 @@ def _int_list(v):
 
 def translate(cg: CapturedGraph) -> Translation:
     """The :class:`Translation` of ``cg`` (module doc)."""
+    from sigprop.diagnostics.graph.blocks import residual_blocks
     from sigprop.diagnostics.graph.transformer import attention_node, transformer_nodes
 
     b = _Builder(cg)
@@ -246,13 +252,15 @@ def translate(cg: CapturedGraph) -> Translation:
         tn = b.tmap.get(cnode)
         if tn is not None and mname not in b.node_of:
             b.node_of[mname] = tn
+    blocks, parts = residual_blocks(b, cg)
     graph = TheoryGraph(tuple(b.nodes), outputs=tuple(dict.fromkeys(outputs)) or None)
     return Translation(
         graph=graph,
         node_of=b.node_of,
         layout=b.layout,
         unmapped=tuple(b.unmapped),
-        blocks=_blocks(b, cg),
+        blocks=blocks,
+        block_parts=parts,
         weights=b.weights,
     )
 
@@ -429,30 +437,3 @@ def _reshape(b: _Builder, node: GraphNode, m, base: str, x: str, lay: str) -> st
     if len(shape_in) == 1:
         return b.emit(base, "identity", [x])
     return b.emit(base, "flatten", [x], layout="cf")
-
-
-def _blocks(b: _Builder, cg: CapturedGraph) -> tuple[str, ...]:
-    """Containers whose output is a residual sum (module doc of :class:`Translation`)."""
-    ops = {n.name: n for n in b.nodes}
-    leaves = {n.module for n in cg.nodes.values() if n.fx is not None and n.fx.op == "call_module"}
-
-    def is_sum(tn: str, depth: int = 0) -> bool:
-        n = ops[tn]
-        if n.op == "add" and len(n.inputs) >= 2:
-            return True
-        if depth < 2 and n.op in ("elementwise", "identity", "layernorm", "dropout"):
-            return is_sum(n.inputs[0], depth + 1)
-        return False
-
-    order = {n.name: i for i, n in enumerate(b.nodes)}
-    best: dict[str, str] = {}
-    for mname, tn in b.node_of.items():
-        m = b.modules.get(mname)
-        container = mname in b._expanded or (
-            mname not in leaves and m is not None and any(True for _ in m.children())
-        )
-        if not container or mname == "" or tn not in ops:
-            continue
-        if is_sum(tn) and (tn not in best or len(mname) > len(best[tn])):
-            best[tn] = mname
-    return tuple(best[tn] for tn in sorted(best, key=order.get))
