@@ -19,7 +19,7 @@ from sigprop.diagnostics.measure import Measurement
 from sigprop.diagnostics.predict import Prediction
 from sigprop.validate import InvalidInput
 
-__all__ = ["Agreement", "compare", "resolution_floor", "spectral_distances"]
+__all__ = ["Agreement", "compare", "node_errors", "resolution_floor", "spectral_distances"]
 
 
 def _arr(a):
@@ -49,6 +49,8 @@ class Agreement:
     wasserstein1, ks: distances between the empirical squared singular values (exact
         spectrum, all inputs pooled) and the predicted law, ``None`` without a predicted
         law or an exact measured spectrum.
+    nodes: module name → per-module errors for the modules both sides report
+        (:func:`node_errors`); empty when either side has no ``nodes``.
     """
 
     names: tuple[str, ...]
@@ -61,6 +63,7 @@ class Agreement:
     moment_rel_err: np.ndarray | None = None
     wasserstein1: float | None = None
     ks: float | None = None
+    nodes: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -74,6 +77,7 @@ class Agreement:
             "moment_rel_err": _arr(self.moment_rel_err),
             "wasserstein1": self.wasserstein1,
             "ks": self.ks,
+            "nodes": self.nodes,
         }
 
 
@@ -169,6 +173,45 @@ def _summary(values: np.ndarray | None) -> dict | None:
     return {"max": float(finite.max()), "median": float(np.median(finite))}
 
 
+def _rel1(measured, predicted) -> float | None:
+    if measured is None or predicted is None:
+        return None
+    return float(_rel(measured, predicted))
+
+
+def node_errors(predicted: dict, measured: dict) -> dict:
+    """Per-module errors between ``Prediction.nodes`` and ``Measurement.nodes``.
+
+    For every module in both: relative errors ``q_rel_err``, ``avg_sq_ch_mean_rel_err``,
+    ``avg_ch_var_rel_err``; absolute errors ``mean_abs_err`` and ``correlation_abs_err``
+    (meaningful near 0); for weight layers ``weight_grad_rel_err`` and
+    ``weight_grad_ratio_decades`` = |log10(measured ratio / predicted ratio)|.
+    """
+    out = {}
+    for name, p in predicted.items():
+        m = measured.get(name)
+        if m is None:
+            continue
+        rec = {
+            "q_rel_err": _rel1(m.get("q"), p.get("q")),
+            "avg_sq_ch_mean_rel_err": _rel1(m.get("avg_sq_ch_mean"), p.get("avg_sq_ch_mean")),
+            "avg_ch_var_rel_err": _rel1(m.get("avg_ch_var"), p.get("avg_ch_var")),
+            "mean_abs_err": abs(m["mean"] - p["mean"]),
+            "correlation_abs_err": None
+            if m.get("correlation") is None or p.get("correlation") is None
+            else abs(m["correlation"] - p["correlation"]),
+        }
+        if p.get("weight_grad") is not None and m.get("weight_grad") is not None:
+            rec["weight_grad_rel_err"] = _rel1(m["weight_grad"], p["weight_grad"])
+            pr, mr = p.get("weight_grad_ratio"), m.get("weight_grad_ratio")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rec["weight_grad_ratio_decades"] = (
+                    None if pr is None or mr is None else float(abs(np.log10(mr / pr)))
+                )
+        out[name] = rec
+    return out
+
+
 def compare(prediction: Prediction, measurement: Measurement, spectrum=None) -> Agreement:
     """Agreement metrics between ``predict(...)`` and ``measure(...)`` for the same model.
 
@@ -201,7 +244,15 @@ def compare(prediction: Prediction, measurement: Measurement, spectrum=None) -> 
         w1, ks = spectral_distances(
             spectrum.squared, law.cdf, upper=float(law.edge), dtype=spectrum.dtype
         )
+    nodes = node_errors(prediction.nodes, measurement.nodes)
+
+    def column(key):
+        vals = [r[key] for r in nodes.values() if r.get(key) is not None]
+        return np.array(vals, dtype=np.float64) if vals else None
+
     summary = {
+        "node_q_rel_err": _summary(column("q_rel_err")),
+        "node_weight_grad_ratio_decades": _summary(column("weight_grad_ratio_decades")),
         "q_rel_err": _summary(q_err),
         "chi_rel_err": _summary(chi_err),
         "grad_ratio_rel_err": _summary(g_err),
@@ -219,4 +270,5 @@ def compare(prediction: Prediction, measurement: Measurement, spectrum=None) -> 
         moment_rel_err=moment_err,
         wasserstein1=w1,
         ks=ks,
+        nodes=nodes,
     )

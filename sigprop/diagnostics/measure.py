@@ -18,15 +18,13 @@ weight gradients at initialisation next to the theory's ratios.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
 from sigprop.diagnostics.spec import ModelSpec, describe
-from sigprop.nn.utils import as_batches
 from sigprop.validate import InvalidInput
 
 __all__ = ["GradientFlow", "Measurement", "gradient_flow", "measure", "input_pairs"]
@@ -61,6 +59,11 @@ class Measurement:
         (``None`` with one input) — what ``predict`` takes.
     n_inputs, n_probes: batch size and backward probes per input.
     spectrum: the ``JacobianSpectrum`` when requested (``jacobian=True``), else ``None``.
+    nodes: module qualified name → measured record (``sigprop.diagnostics.graph.nodes``:
+        ``q``, ``mean``, ``correlation``, ``avg_sq_ch_mean``, ``avg_ch_var`` and, for weight
+        layers, ``weight_grad`` = ‖∇W ⊙ M‖²/B of a random readout and ``weight_grad_ratio``),
+        for every module the translated graph maps; empty when the model cannot be traced.
+    blocks: module names whose output is a residual sum (as ``Prediction.blocks``).
     """
 
     names: tuple[str, ...]
@@ -76,6 +79,8 @@ class Measurement:
     n_inputs: int
     n_probes: int
     spectrum: object | None = None
+    nodes: dict = field(default_factory=dict)
+    blocks: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -92,6 +97,8 @@ class Measurement:
             "n_inputs": self.n_inputs,
             "n_probes": self.n_probes,
             "spectrum": None if self.spectrum is None else self.spectrum.to_dict(),
+            "nodes": self.nodes,
+            "blocks": list(self.blocks),
         }
 
 
@@ -164,6 +171,7 @@ def measure(
     dtype: torch.dtype = torch.float64,
     jacobian: bool = False,
     jacobian_inputs: int = 4,
+    node_probes: int = 1,
     **jacobian_kwargs,
 ) -> Measurement:
     """Measure q^l, c^l, χ^l and the backward norm flow of ``model`` on ``inputs``.
@@ -178,17 +186,34 @@ def measure(
     dtype: computation precision (float64 by default).
     jacobian: also compute ``jacobian_spectrum`` on the first ``jacobian_inputs`` inputs
         (extra keyword arguments are passed to it).
+    node_probes: random readouts averaged for the per-module weight-gradient norms
+        (``nodes``; one forward pass, one backward pass per readout).
+
+    Without ``spec`` the model is described with ``inputs`` as the example input (shapes
+    only), so ``nodes`` covers every module of any traceable model; a model torch.fx cannot
+    trace gets the per-weight-layer fields only. Weight layers of a graph spec that never
+    run on their own (attention's ``out_proj``) get NaN in the per-layer arrays.
 
     The model is run in its current mode; use ``model.eval()`` for dropout/batch norm.
     """
     inputs = _check_inputs(inputs)
     if n_probes < 1:
         raise InvalidInput(f"n_probes must be ≥ 1, got {n_probes}")
-    spec = describe(model) if spec is None else spec
-    names = spec.names
+    if spec is None:
+        try:
+            spec = describe(model, example_input=inputs)
+        except InvalidInput:  # not traceable: the per-weight-layer walk alone
+            spec = describe(model)
+    all_names = spec.names
     work = _model_in(model, dtype)
     device = _device(work)
     x = inputs.detach().to(device=device, dtype=dtype).requires_grad_(True)
+    nodes = {}
+    if spec.graph is not None:
+        from sigprop.diagnostics.graph.nodes import measure_nodes
+
+        nodes = measure_nodes(work, spec.graph, x.detach(), n_probes=node_probes, seed=seed)
+    names = all_names
     gen = torch.Generator(device="cpu").manual_seed(seed)
     recorder = _Recorder(work, names)
     try:
@@ -196,6 +221,8 @@ def measure(
             out = work(x)
             if not isinstance(out, torch.Tensor):
                 raise InvalidInput(f"model returned {type(out).__name__}, not a tensor")
+            if spec.structure == "graph":  # attention's out_proj never runs on its own
+                names = tuple(n for n in all_names if n in recorder.outputs)
             missing = [n for n in names if n not in recorder.outputs]
             if missing:
                 raise InvalidInput(f"weight layers not used in the forward pass: {missing}")
@@ -242,13 +269,20 @@ def measure(
     ds = delta_sq.numpy()
     q_np = q_per_input.cpu().double().numpy()
     c_np = None if c_per_pair is None else c_per_pair.cpu().double().numpy()
+    if names != all_names:  # graph spec: NaN rows for layers that never ran on their own
+        rows = [names.index(n) if n in names else -1 for n in all_names]
+        q_np, ds_l = _expand(q_np, rows), _expand(ds[1:], rows)
+        c_np = None if c_np is None else _expand(c_np, rows)
+        ds = np.concatenate([ds[:1], ds_l])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi = ds[:-1] / ds[1:]
     return Measurement(
-        names=names,
+        names=all_names,
         q=q_np.mean(axis=1),
         q_per_input=q_np,
         c=None if c_np is None else c_np.mean(axis=1),
         c_per_pair=c_np,
-        chi=ds[:-1] / ds[1:],
+        chi=chi,
         delta_sq=ds[1:],
         grad_ratio=ds[1:] / ds[-1],
         q0=q0,
@@ -256,180 +290,18 @@ def measure(
         n_inputs=int(inputs.shape[0]),
         n_probes=int(n_probes),
         spectrum=spectrum,
+        nodes=nodes,
+        blocks=tuple(spec.blocks),
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Gradient flow
-# --------------------------------------------------------------------------------------------
+def _expand(a: np.ndarray, rows: list[int]) -> np.ndarray:
+    out = np.full((len(rows), *a.shape[1:]), np.nan)
+    for i, r in enumerate(rows):
+        if r >= 0:
+            out[i] = a[r]
+    return out
 
 
-@dataclass(frozen=True)
-class GradientFlow:
-    """Per-layer gradient norms at initialisation, measured and predicted.
-
-    Fields
-    ------
-    names: weight-layer names in forward order.
-    grad_sq_norm: (L,) squared Frobenius norm of each layer's weight gradient (restricted to
-        kept weights: the gradient times the mask), averaged over batches.
-    grad_ratio: (L,) grad_sq_norm / grad_sq_norm[-1].
-    delta_sq_norm: (L,) squared norm of the loss gradient at each layer's pre-activation,
-        summed over the batch and averaged over batches.
-    delta_ratio: (L,) delta_sq_norm / delta_sq_norm[-1].
-    theory_delta_ratio: (L,) Π_{k>l} χ^k from ``predict`` (χ₁^{L−l} for equal widths at the
-        fixed point); compares with ``delta_ratio``.
-    theory_grad_ratio: (L,) the predicted ratio of weight-gradient norms (``predict``'s
-        ``weight_grad_ratio``); compares with ``grad_ratio``.
-    n_batches: batches averaged; loss: description of the loss used.
-    """
-
-    names: tuple[str, ...]
-    grad_sq_norm: np.ndarray
-    grad_ratio: np.ndarray
-    delta_sq_norm: np.ndarray
-    delta_ratio: np.ndarray
-    theory_delta_ratio: np.ndarray | None
-    theory_grad_ratio: np.ndarray | None
-    n_batches: int
-    loss: str
-
-    def to_dict(self) -> dict:
-        return {
-            "names": list(self.names),
-            "grad_sq_norm": _arr(self.grad_sq_norm),
-            "grad_ratio": _arr(self.grad_ratio),
-            "delta_sq_norm": _arr(self.delta_sq_norm),
-            "delta_ratio": _arr(self.delta_ratio),
-            "theory_delta_ratio": _arr(self.theory_delta_ratio),
-            "theory_grad_ratio": _arr(self.theory_grad_ratio),
-            "n_batches": self.n_batches,
-            "loss": self.loss,
-        }
-
-
-def gradient_flow(
-    model: nn.Module,
-    data,
-    *,
-    loss: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | str = "auto",
-    spec: ModelSpec | None = None,
-    seed: int = 0,
-    dtype: torch.dtype = torch.float64,
-    predict_kwargs: dict | None = None,
-    progress: bool = True,
-) -> GradientFlow:
-    """Per-layer weight-gradient norms at initialisation, next to the theory's ratios.
-
-    Parameters
-    ----------
-    model: the network (not modified; gradients are taken on a copy when ``dtype`` differs,
-        otherwise through ``torch.autograd.grad`` without touching ``.grad``).
-    data: a tensor of inputs, an ``(inputs, targets)`` tuple, or an iterable (list) of either
-        (read by :func:`sigprop.nn.utils.as_batches`: a list is always a sequence of batches).
-    loss: ``callable(output, targets) -> scalar``, or ``"auto"``: cross-entropy for integer
-        targets, mean squared error for float targets, and without targets the random
-        projection L = Σ_b ⟨g_b, f(x_b)⟩ with g_b ~ N(0, I) — for which the mean-field ratio
-        is exact in expectation (the output gradient is isotropic and independent across
-        samples, as the backward mean-field theory assumes; Schoenholz et al. 2017,
-        arXiv 1611.01232, §3). With a real loss the cross-sample terms of a batch gradient
-        need not follow the single-input theory.
-    spec: ``describe(model)`` if not given; ``seed``: the random projection's probes.
-    predict_kwargs: passed to ``predict`` (q0/c0 default to the first batch's moments).
-
-    The theory columns are ``None`` when ``predict`` does not cover the model (unmapped
-    parts, residual blocks).
-    """
-    from tqdm.auto import tqdm
-
-    spec = describe(model) if spec is None else spec
-    names = spec.names
-    work = _model_in(model, dtype)
-    device = _device(work)
-    masks = []
-    for name in names:
-        module = work.get_submodule(name) if name else work
-        mask = getattr(module, "_buffers", {}).get("weight_mask")
-        masks.append(None if mask is None else mask.detach())
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    grad_sq = np.zeros(len(names))
-    delta_sq = np.zeros(len(names))
-    n_batches = 0
-    loss_desc = None
-    first_inputs = None
-    for inputs, targets in tqdm(
-        as_batches(data, method="gradient_flow", targets_required=False),
-        desc="gradient_flow",
-        disable=not progress,
-        leave=False,
-    ):
-        inputs = _check_inputs(inputs)
-        if first_inputs is None:
-            first_inputs = inputs
-        x = inputs.detach().to(device=device, dtype=dtype)
-        recorder = _Recorder(work, names)
-        try:
-            with torch.enable_grad():
-                out = work(x)
-                value, loss_desc = _loss(loss, out, targets, gen)
-                hs = [recorder.outputs[n] for n in names]
-                weights = [(work.get_submodule(n) if n else work).weight for n in names]
-                grads = torch.autograd.grad(value, [*weights, *hs], allow_unused=True)
-        finally:
-            recorder.close()
-        for i in range(len(names)):
-            gw, gh = grads[i], grads[len(names) + i]
-            if gw is None or gh is None:
-                raise InvalidInput(f"the loss does not depend on layer {names[i]!r}")
-            if masks[i] is not None:
-                gw = gw * masks[i]
-            grad_sq[i] += float(gw.detach().double().pow(2).sum())
-            delta_sq[i] += float(gh.detach().double().pow(2).sum())
-        n_batches += 1
-    if n_batches == 0:
-        raise InvalidInput("data contains no batch")
-    grad_sq /= n_batches
-    delta_sq /= n_batches
-    theory_delta = theory_grad = None
-    if spec.complete:
-        from sigprop.diagnostics.predict import input_moments, predict
-
-        kwargs = dict(predict_kwargs or {})
-        if "q0" not in kwargs:
-            q0, c0 = input_moments(first_inputs)
-            kwargs["q0"] = q0
-            if c0 is not None:
-                kwargs.setdefault("c0", c0)
-        try:
-            prediction = predict(spec, **kwargs)
-        except ValueError:  # a structure the theory does not cover: measured columns only
-            prediction = None
-        if prediction is not None:
-            theory_delta = prediction.grad_ratio
-            theory_grad = prediction.weight_grad_ratio
-    return GradientFlow(
-        names=names,
-        grad_sq_norm=grad_sq,
-        grad_ratio=grad_sq / grad_sq[-1],
-        delta_sq_norm=delta_sq,
-        delta_ratio=delta_sq / delta_sq[-1],
-        theory_delta_ratio=theory_delta,
-        theory_grad_ratio=theory_grad,
-        n_batches=n_batches,
-        loss=loss_desc,
-    )
-
-
-def _loss(loss, out: torch.Tensor, targets, gen: torch.Generator):
-    if callable(loss):
-        value = loss(out, targets)
-        return value, getattr(loss, "__name__", type(loss).__name__)
-    if loss != "auto":
-        raise InvalidInput(f"loss must be a callable or 'auto', got {loss!r}")
-    if targets is None:
-        g = torch.randn(out.shape, generator=gen, dtype=out.dtype).to(out.device)
-        return (g * out).sum(), "random_projection"
-    targets = targets.to(out.device)
-    if not targets.is_floating_point():
-        return nn.functional.cross_entropy(out, targets, reduction="sum"), "cross_entropy"
-    return 0.5 * (out - targets.to(out.dtype)).pow(2).sum(), "mse"
+# gradient_flow lives in sigprop.diagnostics.flow; re-exported here (its historical path)
+from sigprop.diagnostics.flow import GradientFlow, gradient_flow  # noqa: E402

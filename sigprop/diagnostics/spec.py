@@ -25,13 +25,19 @@ is listed in ``ModelSpec.unmapped`` rather than guessed.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
-from sigprop.nn.activation import theory_spec
+from sigprop.diagnostics.walk import (  # noqa: F401 - activation_name, is_neutral re-exported
+    _walk_sequential,
+    _walk_traced,
+    _Walker,
+    activation_name,
+    is_neutral,
+)
+from sigprop.nn.kinds import is_dct_layer, is_weight_layer, layer_kind
 from sigprop.validate import InvalidInput
 
 __all__ = [
@@ -45,50 +51,8 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------------------------
-# Module classification (shared by describe, measure and jacobian_spectrum)
+# Module classification: sigprop.nn.kinds (re-exported: is_weight_layer, layer_kind)
 # --------------------------------------------------------------------------------------------
-
-_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-#: Modules that neither carry weights nor change the mean-field statistics of a sample.
-_NEUTRAL_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout)
-
-_ELEMENTWISE_FUNCTIONS = {
-    torch.relu: "relu",
-    torch.tanh: "tanh",
-    torch.sigmoid: "sigmoid",
-    torch.nn.functional.relu: "relu",
-    torch.nn.functional.tanh: "tanh",
-    torch.nn.functional.sigmoid: "sigmoid",
-    torch.nn.functional.gelu: "gelu",
-    torch.nn.functional.silu: "silu",
-    torch.nn.functional.elu: "elu",
-    torch.nn.functional.leaky_relu: "leaky_relu",
-}
-_ELEMENTWISE_METHODS = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid"}
-_SHAPE_FUNCTIONS = {torch.flatten, torch.reshape, getattr, operator.getitem}
-_SHAPE_METHODS = {"flatten", "view", "reshape", "contiguous", "size", "squeeze", "unsqueeze"}
-
-
-def _is_dct(module: nn.Module) -> bool:
-    return hasattr(module, "alpha") and isinstance(getattr(module, "weight", None), torch.Tensor)
-
-
-def is_weight_layer(module: nn.Module) -> bool:
-    """True for linear/conv layers and anything carrying a ``weight_mask`` buffer or a DCT offset."""
-    if isinstance(module, (nn.Linear, *_CONV_TYPES)):
-        return True
-    weight = getattr(module, "weight", None)
-    has_mask = "weight_mask" in getattr(module, "_buffers", {})
-    return isinstance(weight, torch.Tensor) and weight.ndim >= 2 and (has_mask or _is_dct(module))
-
-
-def layer_kind(module: nn.Module) -> str:
-    """``"linear"``, ``"conv"``, ``"dct_linear"`` or ``"dct_conv"`` (by the weight's rank)."""
-    conv = module.weight.ndim > 2
-    if _is_dct(module):
-        return "dct_conv" if conv else "dct_linear"
-    return "conv" if conv else "linear"
 
 
 def effective_weight(module: nn.Module) -> torch.Tensor:
@@ -107,17 +71,6 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
             )
         weight = weight * mask
     return weight
-
-
-def activation_name(module: nn.Module) -> str | None:
-    """Theory spec of an elementwise activation module (``"relu"``, ``"leaky_relu:0.2"``), or
-    ``None`` if the module is not one the theory registry knows
-    (:func:`sigprop.nn.activation.theory_spec`, the one table of the torch side)."""
-    return theory_spec(module)
-
-
-def is_neutral(module: nn.Module) -> bool:
-    return isinstance(module, _NEUTRAL_MODULES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,16 +148,24 @@ class ModelSpec:
     ------
     layers: one ``LayerSpec`` per weight layer, in the order the forward pass meets them.
     structure: ``"sequential"`` (a chain), ``"residual"`` (sigprop residual blocks) or
-        ``"graph"`` (traced with torch.fx).
+        ``"graph"`` (any other traced model).
     unmapped: modules/operations the theory cannot account for (e.g. ``"pool: MaxPool2d"``,
-        ``"add_1: <built-in function add>"``); empty when the spec is complete.
+        ``"add_1: <built-in function add>"``); empty when the spec is complete. With a
+        ``graph``, for ``"graph"`` structures: the translation's untranslated nodes.
     density: kept fraction over all weight layers' entries.
+    graph: with ``describe(model, example_input)``: the model translated into the theory's
+        IR (:class:`sigprop.diagnostics.graph.translate.Translation`), else ``None``.
+    batch_size: the example input's batch size (``predict``'s default B), else ``None``.
+    blocks: module names whose output is a residual sum (from ``graph``; empty without).
     """
 
     layers: tuple[LayerSpec, ...]
     structure: str
     unmapped: tuple[str, ...] = field(default_factory=tuple)
     density: float = 1.0
+    graph: object | None = field(default=None, compare=False, repr=False)
+    batch_size: int | None = None
+    blocks: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -216,12 +177,17 @@ class ModelSpec:
         return tuple(layer.name for layer in self.layers)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "layers": [layer.to_dict() for layer in self.layers],
             "structure": self.structure,
             "unmapped": list(self.unmapped),
             "density": self.density,
         }
+        if self.graph is not None:
+            out["batch_size"] = self.batch_size
+            out["blocks"] = list(self.blocks)
+            out["graph_nodes"] = len(self.graph.graph.nodes)
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,16 +195,8 @@ class ModelSpec:
 # --------------------------------------------------------------------------------------------
 
 
-def _dct_entries(rows: torch.Tensor, cols: torch.Tensor, n: int) -> torch.Tensor:
-    """Entries (k, j) of the n×n orthonormal DCT-II matrix (Price & Tanner 2021, §3)."""
-    rows = rows.to(torch.float64)
-    cols = cols.to(torch.float64)
-    scale = torch.where(rows == 0, math.sqrt(1.0 / n), math.sqrt(2.0 / n))
-    return scale * torch.cos(math.pi * (2.0 * cols + 1.0) * rows / (2.0 * n))
-
-
 def _dct_offset_frobenius(sparse: torch.Tensor) -> tuple[float, float]:
-    """‖D‖_F² and ⟨D, S⟩ for a DCT-plus-sparse layer, without materialising D.
+    """‖D‖_F² and ⟨D, S⟩ for a DCT-plus-sparse layer (D: ``sigprop.theory.pruned.dct_matrix``).
 
     D (n_out × n_in) is the top-left block of the N×N orthonormal DCT-II, N = max(n_in,
     n_out), so it consists of whole rows or whole columns of an orthogonal matrix and
@@ -246,6 +204,8 @@ def _dct_offset_frobenius(sparse: torch.Tensor) -> tuple[float, float]:
     flattened (kh, kw, c_in) with the channel fastest. Conventions of Price & Tanner 2021
     (arXiv 2102.07655, §3; official code IlanPrice/DCTpS), as in ``sigprop.nn.dct``.
     """
+    from sigprop.theory.pruned import dct_matrix
+
     n_out = sparse.shape[0]
     if sparse.ndim == 2:
         flat = sparse
@@ -254,12 +214,12 @@ def _dct_offset_frobenius(sparse: torch.Tensor) -> tuple[float, float]:
         perm = (0, *range(2, sparse.ndim), 1)
         flat = sparse.permute(perm).reshape(n_out, -1)
     n_in = flat.shape[1]
-    n = max(n_in, n_out)
     norm2 = float(min(n_in, n_out))
     rows, cols = torch.nonzero(flat, as_tuple=True)
     if rows.numel() == 0:
         return norm2, 0.0
-    cross = (_dct_entries(rows, cols, n) * flat[rows, cols].to(torch.float64)).sum()
+    d = torch.from_numpy(dct_matrix(n_out, n_in))
+    cross = (d[rows, cols] * flat[rows, cols].to(torch.float64)).sum()
     return norm2, float(cross)
 
 
@@ -288,7 +248,7 @@ def _layer_spec(
         density = float(kept.mean())
         sum_sq = float((w_eff**2).sum())
         alpha = None
-        if _is_dct(module):
+        if is_dct_layer(module):
             alpha = float(torch.as_tensor(module.alpha).detach())
             d_norm2, cross = _dct_offset_frobenius(w_eff)
             sum_sq += alpha**2 * d_norm2 + 2.0 * alpha * cross
@@ -326,210 +286,7 @@ def _layer_spec(
 # --------------------------------------------------------------------------------------------
 
 
-def _is_residual_block(module: nn.Module) -> bool:
-    return (
-        hasattr(module, "scale")
-        and not is_weight_layer(module)
-        and any(is_weight_layer(m) for m in module.modules())
-    )
-
-
-def _residual_scale(module: nn.Module) -> float:
-    scale = module.scale
-    if isinstance(scale, torch.Tensor):
-        return float(scale.detach())
-    return float(scale)
-
-
-class _Walker:
-    """Collects weight layers, the activation applied to each one's output and the one
-    applied to its input, in forward order.
-
-    An activation applied to something other than a weight layer's output (the residual
-    stream of a pre-activation block, the input) is "floating": it is mapped when a weight
-    layer consumes it directly (it becomes that layer's ``input_activation``) and reported
-    as unmapped otherwise. Graph walks match producers and consumers through fx nodes;
-    the sequential walk through adjacency.
-    """
-
-    _SEQ = "sequential"
-
-    def __init__(self) -> None:
-        self.entries: list[dict] = []
-        self.unmapped: list[str] = []
-        self.pending: dict | None = None  # last weight layer, while its output is untouched
-        self.last_act: str | None = None  # sequential walk: the op just before, if an act
-        self.act_nodes: dict = {}  # graph walk: activation node -> name
-        self.floating: dict = {}  # key (node or _SEQ) -> (name, where), not yet consumed
-
-    def weight(self, name: str, module: nn.Module, scale=None, block=None, node=None) -> None:
-        if node is None:
-            input_act = self.last_act
-            self.floating.pop(self._SEQ, None)
-        else:
-            source = _source(node)
-            input_act = self.act_nodes.get(source)
-            self.floating.pop(source, None)
-        self.entries.append(
-            {
-                "name": name,
-                "module": module,
-                "activation": None,
-                "input_activation": input_act,
-                "scale": scale,
-                "block": block,
-                "node": node,
-            }
-        )
-        self.pending = self.entries[-1]
-        self.last_act = None
-
-    def activation(self, name: str, where: str, node=None) -> None:
-        pending = self.pending
-        if node is None:
-            self.flush()  # an earlier floating activation nobody consumed
-            if pending is not None:
-                pending["activation"] = name
-            else:
-                self.floating[self._SEQ] = (name, where)
-        else:
-            self.act_nodes[node] = name
-            if pending is not None and _source(node) is pending["node"]:
-                pending["activation"] = name
-            else:
-                self.floating[node] = (name, where)
-        self.pending = None
-        self.last_act = name
-
-    def other(self, desc: str) -> None:
-        self.unmapped.append(desc)
-        self.pending = None
-        self.last_act = None
-        self.flush()
-
-    def flush(self) -> None:
-        """Report floating activations that no weight layer consumed."""
-        for name, where in self.floating.values():
-            self.unmapped.append(
-                f"{where}: activation {name} not applied to a weight layer's output or input"
-            )
-        self.floating.clear()
-
-
-def _walk_sequential(model: nn.Module, prefix: str, walker: _Walker) -> None:
-    for child_name, child in model.named_children():
-        name = f"{prefix}.{child_name}" if prefix else child_name
-        if is_weight_layer(child):
-            walker.weight(name, child)
-        elif isinstance(child, nn.Sequential):
-            _walk_sequential(child, name, walker)
-        elif _is_residual_block(child):
-            _walk_traced(child, name, walker, block=True)
-        elif (act := activation_name(child)) is not None:
-            walker.activation(act, name)
-        elif is_neutral(child):
-            continue
-        elif any(True for _ in child.children()):
-            _walk_traced(child, name, walker, block=False)
-        else:
-            walker.other(f"{name}: {type(child).__name__}")
-
-
-def _walk_traced(module: nn.Module, prefix: str, walker: _Walker, block: bool) -> None:
-    """Trace a composite module (a residual block or a custom module) and walk its graph."""
-    try:
-        graph = _Tracer().trace(module)
-    except Exception as exc:  # noqa: BLE001 - any tracing failure is reported, not guessed
-        walker.other(
-            f"{prefix or type(module).__name__}: not traceable by torch.fx ({type(exc).__name__})"
-        )
-        return
-    block_info = (_residual_scale(module), prefix) if block else None
-    _walk_graph(module, graph, prefix, walker, block_info)
-    if block:
-        # the block's output is the residual sum, not the branch's last weight layer
-        walker.pending = None
-        walker.last_act = None
-
-
-class _Tracer(torch.fx.Tracer):
-    """fx tracer that keeps weight layers, activations and residual blocks as leaves (sigprop
-    modules live outside ``torch.nn`` and would otherwise be traced through)."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if is_weight_layer(m) or activation_name(m) is not None:
-            return True
-        if _is_residual_block(m) and module_qualified_name:
-            return True
-        return super().is_leaf_module(m, module_qualified_name)
-
-
-def _source(node):
-    """The tensor argument of a single-input node, looking through shape-only operations."""
-    arg = node.args[0] if node.args else None
-    while (
-        isinstance(arg, torch.fx.Node)
-        and (
-            (arg.op == "call_method" and arg.target in _SHAPE_METHODS)
-            or (arg.op == "call_function" and arg.target in (torch.flatten, torch.reshape))
-        )
-        and arg.args
-    ):
-        arg = arg.args[0]
-    return arg
-
-
-def _walk_graph(root: nn.Module, graph, prefix: str, walker: _Walker, block_info=None) -> None:
-    scale, block = block_info if block_info else (None, None)
-    residual_ops_fn = (operator.add, operator.mul, torch.add, torch.mul)
-    for node in graph.nodes:
-        where = f"{prefix}.{node.name}" if prefix else node.name
-        if node.op in ("placeholder", "output", "get_attr"):
-            continue
-        if node.op == "call_module":
-            qual = f"{prefix}.{node.target}" if prefix else node.target
-            module = root.get_submodule(node.target)
-            if is_weight_layer(module):
-                walker.weight(qual, module, scale, block, node)
-            elif (act := activation_name(module)) is not None:
-                walker.activation(act, qual, node)
-            elif is_neutral(module):
-                continue
-            elif _is_residual_block(module) and block_info is None:
-                _walk_traced(module, qual, walker, block=True)
-            else:
-                walker.other(f"{qual}: {type(module).__name__}")
-        elif node.op == "call_function":
-            if node.target in _ELEMENTWISE_FUNCTIONS:
-                act = _ELEMENTWISE_FUNCTIONS[node.target]
-                if act == "leaky_relu":
-                    slope = node.kwargs.get(
-                        "negative_slope", node.args[1] if len(node.args) > 1 else 0.01
-                    )
-                    act = f"leaky_relu:{slope:g}"
-                walker.activation(act, where, node)
-            elif node.target in _SHAPE_FUNCTIONS:
-                continue
-            elif block_info is not None and node.target in residual_ops_fn:
-                continue  # the residual sum and the branch scale: recorded as residual_scale
-            else:
-                walker.other(f"{where}: {_fn_name(node.target)}")
-        elif node.op == "call_method":
-            if node.target in _ELEMENTWISE_METHODS:
-                walker.activation(_ELEMENTWISE_METHODS[node.target], where, node)
-            elif node.target in _SHAPE_METHODS:
-                continue
-            elif block_info is not None and node.target in ("add", "mul"):
-                continue
-            else:
-                walker.other(f"{where}: .{node.target}()")
-
-
-def _fn_name(target) -> str:
-    return getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
-
-
-def describe(model: nn.Module) -> ModelSpec:
+def describe(model: nn.Module, example_input: torch.Tensor | None = None) -> ModelSpec:
     """Describe ``model`` layer by layer for the mean-field theory (see the module docstring).
 
     Parameters
@@ -538,6 +295,13 @@ def describe(model: nn.Module) -> ModelSpec:
         a torch module. ``nn.Sequential`` chains (nested allowed) and sigprop residual
         networks are walked directly; other models are traced with ``torch.fx`` and whatever
         cannot be mapped to the theory is listed in ``ModelSpec.unmapped``.
+    example_input:
+        a batch (B, *sample_shape) whose shape (never its values) fixes the shapes: the
+        model is then also traced and translated into the theory's graph IR
+        (``ModelSpec.graph``), which ``predict`` propagates through for any architecture
+        (every module's output, ``Prediction.nodes``). Chains and sigprop residual nets keep
+        their layer-by-layer predictions; other models get ``structure == "graph"`` and the
+        translation's unmapped nodes.
 
     Returns
     -------
@@ -581,6 +345,15 @@ def describe(model: nn.Module) -> ModelSpec:
     )
     total = sum(math.prod(layer.shape) for layer in layers)
     kept = sum(layer.density * math.prod(layer.shape) for layer in layers)
+    unmapped, extra = tuple(walker.unmapped), {}
+    if example_input is not None:
+        from sigprop.diagnostics.graph.capture import capture
+        from sigprop.diagnostics.graph.translate import translate
+
+        tr = translate(capture(model, example_input=example_input))
+        extra = {"graph": tr, "batch_size": int(example_input.shape[0]), "blocks": tr.blocks}
+        if structure == "graph" or unmapped:
+            structure, unmapped = "graph", tr.describe_unmapped()
     return ModelSpec(
-        layers=layers, structure=structure, unmapped=tuple(walker.unmapped), density=kept / total
+        layers=layers, structure=structure, unmapped=unmapped, density=kept / total, **extra
     )

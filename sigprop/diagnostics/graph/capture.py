@@ -43,7 +43,7 @@ from sigprop.nn.activation import theory_spec
 from sigprop.nn.kinds import is_weight_layer, layer_kind
 from sigprop.validate import InvalidInput
 
-__all__ = ["KINDS", "CapturedGraph", "GraphNode", "capture"]
+__all__ = ["KINDS", "CapturedGraph", "GraphNode", "capture", "is_attention_leaf"]
 
 #: The closed vocabulary of node kinds.
 KINDS = (
@@ -197,6 +197,12 @@ def _is_attention_leaf(m: nn.Module) -> bool:
         and isinstance(getattr(m, "qkv", None), nn.Linear)
         and isinstance(getattr(m, "proj", None), nn.Linear)
     )
+
+
+def is_attention_leaf(m: nn.Module) -> bool:
+    """True for the attention modules the tracer keeps as leaves (``nn.MultiheadAttention``,
+    ``nn.TransformerEncoder(Layer)``, timm's ``Attention``)."""
+    return _is_attention_leaf(m)
 
 
 def _is_leaf(m: nn.Module) -> bool:

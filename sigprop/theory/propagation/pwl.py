@@ -105,7 +105,7 @@ class PiecewiseLinear:
                 "d2": np.full(v.shape, a1 * a1 + a1 * c + 0.5 * c * c),
             }
         s = np.sqrt(np.maximum(v, 0.0))
-        det = s <= 1e-12 * (1.0 + np.abs(mu))
+        det = s <= 1e-12 * np.abs(mu)  # relative: the rules are scale-free
         ss = np.where(det, 1.0, s) if det.any() else s
         if self.knots == (0.0,) and self.a0 == 0.0:  # ReLU family: one truncated moment
             c, a1 = self.jumps[0], self.a1
@@ -151,7 +151,7 @@ class PiecewiseLinear:
         """E[φ(X)φ(Y)] for X, Y ~ N(μ, v) with correlation ρ, elementwise."""
         mu, v, rho = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (mu, v, rho)))
         s = np.sqrt(np.maximum(v, 0.0))
-        det = s <= 1e-12 * (1.0 + np.abs(mu))
+        det = s <= 1e-12 * np.abs(mu)  # relative: the rules are scale-free
         ss = np.where(det, 1.0, s)
         rho = np.clip(rho, -_RHO_MAX, _RHO_MAX)
         r = np.sqrt(1.0 - rho * rho)
@@ -194,7 +194,7 @@ def _dcross(self, mu, v, rho) -> np.ndarray:
     """E[φ′(X)φ′(Y)] for X, Y ~ N(μ, v) with correlation ρ: orthant probabilities."""
     mu, v, rho = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (mu, v, rho)))
     s = np.sqrt(np.maximum(v, 0.0))
-    det = s <= 1e-12 * (1.0 + np.abs(mu))
+    det = s <= 1e-12 * np.abs(mu)  # relative: the rules are scale-free
     ss = np.where(det, 1.0, s)
     rho = np.clip(rho, -_RHO_MAX, _RHO_MAX)
     hs = [(b - mu) / ss for b in self.knots]
