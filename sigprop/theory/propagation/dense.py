@@ -151,9 +151,17 @@ def linear_weight_grad(
     gg = G.take(g.g_cls, maps[0]).reshape(g.channels, -1)
     qq = G.take(m.q_cls, maps[1]).reshape(m.channels, -1)
     p = float(np.prod([ax.length for ax in grid])) if grid else 1.0
-    per = (gg * G.class_weights(grid).reshape(-1) * p) @ qq.T
-    per = per + _batch_cross(g, m, p * (p - 1), p * p, batch_size)
-    return per * mask if per_weight else float(np.sum(per * mask))
+    a = gg * G.class_weights(grid).reshape(-1) * p
+    if per_weight:
+        per = a @ qq.T + _batch_cross(g, m, p * (p - 1), p * p, batch_size)
+        return per * mask
+    # Σ_oi M_oi (A Qᵀ + u vᵀ + u′ v′ᵀ)_oi = Σ A ⊙ (M Q) + uᵀ M v + u′ᵀ M v′: one product with
+    # the mask, no C_out × C_in temporaries (VGG's 25088 × 4096 classifier)
+    b = positive_int(batch_size, "batch_size")
+    total = float(np.sum(a * (mask @ qq)))
+    total += p * (p - 1) * float(g.g_pos @ (mask @ m.cov_pos))
+    total += (b - 1) * p * p * float(g.g_indep @ (mask @ m.cov_indep))
+    return total
 
 
 # ------------------------------------------------------------------------------ conv

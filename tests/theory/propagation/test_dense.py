@@ -19,6 +19,7 @@ from sigprop.theory.propagation import (
     conv,
     conv_backward,
     conv_weight_grad,
+    elementwise,
     linear,
     linear_backward,
     linear_weight_grad,
@@ -255,3 +256,20 @@ def test_class_grids_are_exact_on_random_geometries(h, w, k, s, d, seed):
     np.testing.assert_allclose(
         conv_weight_grad(m, g, w2, s, p, d, per_weight=True), wg, rtol=1e-12, atol=1e-14
     )
+
+
+def test_linear_weight_grad_total_is_the_sum_of_the_per_weight_terms():
+    # the total is computed as Σ A ⊙ (M Q) + uᵀMv (no C_out × C_in temporaries); it must
+    # equal the masked sum of the per-weight map, cross terms and batch size included
+    rng = np.random.default_rng(2)
+    m = Moments.gaussian_input((5, 3, 4), 1.3)
+    m = elementwise(conv(m, rng.random((6, 5, 3, 3)), padding=1), "relu")  # cov_pos > 0
+    w2 = rng.random((7, 6))
+    mask = (rng.random((7, 6)) < 0.5).astype(float)
+    x = linear(m, w2 * mask)
+    gx = Grad(x.grid, rng.random((7, *x.q_cls.shape[1:])), rng.random(7), rng.random(7))
+    assert np.any(m.cov_pos != 0)  # the cross terms are exercised
+    for b in (1, 8):
+        per = linear_weight_grad(m, gx, w2, mask=mask, per_weight=True, batch_size=b)
+        total = linear_weight_grad(m, gx, w2, mask=mask, batch_size=b)
+        assert total == pytest.approx(float(per.sum()), rel=1e-12)
