@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from sigprop.cli import main
+from sigprop.experiments.claims import Claim
 from sigprop.experiments.demo import QUICK, DemoConfig, _derive_seed, run_demo
 
 SECTIONS = ("eoc", "signal", "collapse", "spectra", "training")
@@ -44,15 +45,23 @@ def _numbers(obj, path="results"):
         yield path, obj
 
 
-@pytest.mark.slow
-def test_quick_demo_through_the_entry_point(tmp_path):
-    out = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """``sigprop demo --quick`` through the entry point, run once for the tests of this module
+    that read its outputs (the files, and the verdicts of its claims)."""
+    out = tmp_path_factory.mktemp("quick") / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "sigprop", "demo", "--quick", "--out", str(out), "--no-progress"],
         capture_output=True,
         text=True,
         timeout=600,
     )
+    return out, proc
+
+
+@pytest.mark.slow
+def test_quick_demo_through_the_entry_point(quick_run):
+    out, proc = quick_run
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "report:" in proc.stdout
     report = (out / "report.md").read_text(encoding="utf-8")
@@ -91,6 +100,67 @@ def test_quick_demo_through_the_entry_point(tmp_path):
         data = fig.read_bytes()
         assert data[:8] == PNG_MAGIC and 10_000 < len(data) < 300_000, fig.name
         assert f"]({fig.name})" in report, f"{fig.name} not linked from the report"
+
+
+def _expected_claims(cfg) -> set[str]:
+    """The claims the demo makes for ``cfg``: two on the EOC point, four per (phase, network)
+    of the signal section, magnitude's first collapse and kept counts, SNIP's first
+    collapse, SynFlow's theorem, two moments per network of the spectra, one per trained
+    network."""
+    ids = {"eoc/q_star", "eoc/chi1"}
+    for phase, _ in cfg.phase_factors:
+        for variant in ("dense", "pruned", "rescaled"):
+            ids |= {f"signal/{phase}/{variant}/{k}" for k in ("q", "c", "delta", "weight_grad")}
+            ids |= {f"spectra/{variant}/m1", f"spectra/{variant}/m2"}
+    ids |= {
+        "collapse/magnitude/first_collapse",
+        "collapse/magnitude/kept_count",
+        "collapse/snip/first_collapse",
+        "collapse/synflow/no_collapse",
+    }
+    ids |= {f"training/{n}" for n in ("dense", "pruned", "rescaled", "dct")}
+    return ids
+
+
+@pytest.mark.slow
+def test_quick_demo_every_claim_agrees(quick_run):
+    """Today's verdicts of the quick run (seed 0): every claim agrees with its measurement,
+    and each section's verdict line says so."""
+    out, proc = quick_run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    claims = [Claim.from_dict(d) for d in results["claims"]]
+    assert sorted(c.id for c in claims) == sorted(_expected_claims(QUICK))
+    disagree = [(c.id, c.measurement, c.error, c.tolerance) for c in claims if not c.agrees]
+    assert not disagree, disagree
+    for key in SECTIONS:
+        n = sum(c.id.startswith(f"{key}/") for c in claims)
+        assert results["verdicts"][key] == f"agree ({n}/{n} claims)"
+        assert results["sections"][key]["agree"] is True
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert f"{len(claims)} of {len(claims)} claims agree" in report
+    for c in claims:
+        assert f"`{c.id}`" in report, c.id
+        assert c.figure is None or (out / c.figure).is_file(), c.figure
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_quick_demo_tolerances_follow_the_formula(quick_run):
+    """The tolerances the sections used are finite_size_tolerance's, s = √(2/ρN)."""
+    out, _ = quick_run
+    sections = json.loads((out / "results.json").read_text(encoding="utf-8"))["sections"]
+    n, depth, rho = QUICK.width, QUICK.depth, QUICK.density
+    sig = sections["signal"]["tolerance"]
+    assert sig["sparse"]["finite_size_noise_s"] == pytest.approx(math.sqrt(2 / (rho * n)))
+    assert sig["dense"]["c_median_abs"] == pytest.approx(math.sqrt(2 / n) / math.sqrt(2))
+    grad = 2 * math.sqrt(2 / (rho * n)) * math.sqrt(depth + 1) / math.log(10)
+    assert sig["sparse"]["grad_decades"] == pytest.approx(grad)
+    m1 = 2 * math.sqrt(2 / n) * math.sqrt(depth - 2) / math.log(10)
+    assert sections["spectra"]["tolerance"]["dense_m1_decades"] == pytest.approx(m1)
+    n_avg = (depth - 1) - depth // 2
+    eoc = sections["eoc"]["tolerance"]["q_rel"]
+    assert eoc == pytest.approx(2 * math.sqrt(2 / n) / math.sqrt(n_avg / 2))
 
 
 @pytest.mark.slow

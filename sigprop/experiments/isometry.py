@@ -72,13 +72,13 @@ class IsometryResult:
 
 
 def _weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    from sigprop.nn.dct import DCTPlusSparseConv1d, DCTPlusSparseConv2d, DCTPlusSparseLinear
     from sigprop.nn.init import init_layers
+    from sigprop.nn.kinds import is_dct_layer
 
     if not isinstance(model, nn.Module):
         raise InvalidInput(f"model must be a torch.nn.Module, got {type(model).__name__}")
     for name, module in model.named_modules():
-        if isinstance(module, (DCTPlusSparseLinear, DCTPlusSparseConv1d, DCTPlusSparseConv2d)):
+        if is_dct_layer(module):
             raise InvalidInput(
                 f"layer {name!r} is DCT-plus-sparse: its weight is α·D + S, not a masked "
                 "matrix, so the approximate-isometry objective does not apply"

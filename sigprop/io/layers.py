@@ -1,5 +1,10 @@
 """Finding the weight layers of a state dict from its keys and shapes.
 
+Masks are recognised by structure, never by a name suffix alone: ``<p>_mask`` is a mask
+only beside ``<p>`` or ``<p>_orig`` (a ``causal_mask`` buffer is an ordinary tensor). The
+packed ``in_proj_weight`` of ``nn.MultiheadAttention`` is a weight layer named
+``<attention>.in_proj``.
+
 Recognised layouts: plain state dicts (a weight is kept iff nonzero), ``torch.nn.utils.prune``
 state dicts (``<name>_orig`` plus a 0/1 ``<name>_mask`` buffer), Synaptic-Flow / sigprop
 style (``weight`` plus a ``weight_mask`` buffer) and DCT-plus-sparse layers (``weight``,
@@ -39,7 +44,13 @@ def find_layers(
     where: str, tensors: Mapping[str, LazyTensor]
 ) -> tuple[tuple[LayerEntry, ...], tuple[str, ...], str, tuple[str, ...]]:
     """``(layers, mask keys, layout, notes)`` of a state dict, layers in key order."""
-    masks = tuple(k for k in tensors if k.endswith("_mask"))
+    # a mask by structure: ``<stem>_mask`` beside ``<stem>`` or ``<stem>_orig``; any other
+    # tensor whose name ends in ``_mask`` (a causal mask buffer) is an ordinary tensor
+    masks = tuple(
+        k
+        for k in tensors
+        if k.endswith("_mask") and (k[: -len("_mask")] in tensors or k[:-5] + "_orig" in tensors)
+    )
     layers: list[LayerEntry] = []
     used_masks: set[str] = set()
     sources: set[str] = set()
@@ -54,7 +65,7 @@ def find_layers(
             if mask_key not in tensors:
                 raise CheckpointError(f"{where}: {key!r} has no matching {mask_key!r}")
             source = "torch.nn.utils.prune"
-        elif leaf == "weight":
+        elif leaf in ("weight", "in_proj_weight"):
             if key + "_orig" in tensors and key + "_mask" in tensors:
                 notes.append(
                     f"{key!r} is torch.nn.utils.prune's weight_orig * weight_mask; the layer "
@@ -91,6 +102,8 @@ def find_layers(
         if not t.dtype.is_floating_point:
             raise CheckpointError(f"{where}: weight {key!r} has non-float dtype {t.dtype}")
         name = base.rsplit(".", 1)[0] if "." in base else base
+        if base.rsplit(".", 1)[-1] == "in_proj_weight":  # nn.MultiheadAttention's packed q/k/v
+            name = f"{name}.in_proj" if "." in base else "in_proj"
         prefix = name + "." if "." in base else ""
         alpha = prefix + "alpha"
         alpha_key = alpha if mask_key and alpha in tensors and tensors[alpha].numel == 1 else None
@@ -99,16 +112,13 @@ def find_layers(
     for m in masks:
         if m in used_masks:
             continue
+        # a mask of a tensor that is not a weight layer (e.g. a pruned bias)
         stem = m[: -len("_mask")]
-        if stem in tensors or stem + "_orig" in tensors:
-            # a mask of a tensor that is not a weight layer (e.g. a pruned bias)
-            target = tensors[stem] if stem in tensors else tensors[stem + "_orig"]
-            if tensors[m].shape != target.shape:
-                raise CheckpointError(
-                    f"{where}: mask {m!r} has shape {tensors[m].shape}, {stem!r} has {target.shape}"
-                )
-            continue
-        raise CheckpointError(f"{where}: mask {m!r} has no matching weight")
+        target = tensors[stem] if stem in tensors else tensors[stem + "_orig"]
+        if tensors[m].shape != target.shape:
+            raise CheckpointError(
+                f"{where}: mask {m!r} has shape {tensors[m].shape}, {stem!r} has {target.shape}"
+            )
     if not layers:
         raise CheckpointError(
             f"{where}: no weight layers found (no tensor named '*weight' with >= 2 dimensions)"

@@ -337,7 +337,8 @@ def validate_values(
     mask_keys: frozenset[str] | set[str],
     skip: frozenset[str] = frozenset(),
 ) -> None:
-    """Stream tensors: floats must be finite, masks 0/1 (one block at a time)."""
+    """Stream tensors: floats must be finite, masks 0/1 (one block at a time); a tensor named
+    ``*_mask`` that is no pruning mask (an attention mask) may hold infinities."""
     import torch
 
     for key, t in tensors.items():
@@ -358,6 +359,11 @@ def validate_values(
                     raise CheckpointError(
                         f"{where}: mask {key!r} is not binary (values other than 0 and 1)"
                     )
+            elif key.endswith("_mask") and a.size:
+                # an additive attention mask (a causal_mask buffer, not a pruning mask: it
+                # has no weight beside it) holds -inf by design; NaN is still refused
+                if np.isnan(a).any():
+                    raise CheckpointError(f"{where}: tensor {key!r} contains NaN")
             elif a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):
                 raise CheckpointError(f"{where}: tensor {key!r} contains NaN or inf")
 

@@ -46,7 +46,9 @@ def refusal(where: str, what: str) -> CheckpointError:
     return CheckpointError(
         f"{where}: the file holds pickled Python objects ({what}), e.g. a full nn.Module; "
         "refusing to unpickle them because that can run arbitrary code -- save a state dict "
-        "or a torch.export .pt2, or pass --trust-pickle for a file you trust"
+        "or a torch.export .pt2, or pass --trust-pickle for a file you trust; a state dict "
+        "keeps its real graph (skips, concatenations) with --arch torchvision:NAME, "
+        "timm:NAME or module.path:factory"
     )
 
 
@@ -232,6 +234,13 @@ def load_trusted(source: FileSource) -> Checkpoint:
         warnings.simplefilter("always")
         try:
             obj = torch.load(source.path, map_location="cpu", weights_only=False)
+        except ModuleNotFoundError as exc:
+            raise CheckpointError(
+                f"{where}: cannot unpickle the file: {_one_line(exc)} -- the classes it was "
+                "saved with must be importable: run from the directory of their code or add "
+                "it to PYTHONPATH, or save model.state_dict() and check it with "
+                "--arch module.path:factory"
+            ) from None
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"{where}: cannot unpickle the file: {_one_line(exc)}") from None
 

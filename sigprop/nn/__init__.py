@@ -43,17 +43,19 @@ from sigprop.nn.masked import (
     MaskedConv2d,
     MaskedLinear,
     MaskedMixin,
-    apply_masks_,
     check_density,
-    masked_modules,
-    masked_step_,
-    prunable_layers,
     random_mask,
-    reapply_mask_,
-    require_prunable,
     validate_mask,
 )
 from sigprop.nn.models import ResidualBlock, conv1d_net, digits_convnet, mlp, resnet
+from sigprop.nn.prunable import (
+    apply_masks_,
+    masked_modules,
+    masked_step_,
+    prunable_layers,
+    reapply_mask_,
+    require_prunable,
+)
 
 __all__ = [
     "ACTIVATIONS",

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from sigprop.nn.activation import Activation
-from sigprop.nn.dct import _SparsePart
+from sigprop.nn.kinds import is_dct_layer, layer_kind
 from sigprop.nn.masked import MaskedMixin, as_generator
 from sigprop.validate import InvalidInput, positive_int
 
@@ -41,8 +41,6 @@ __all__ = [
     "rescale_",
     "stable_resnet_scale_",
 ]
-
-_WEIGHT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass(frozen=True)
@@ -108,11 +106,7 @@ class RescaleResult:
 def init_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The ``(name, module)`` pairs the initialisers touch: linear and convolution layers
     (masked ones included), DCT-plus-sparse layers excluded."""
-    return [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, _WEIGHT_TYPES) and not isinstance(m, _SparsePart)
-    ]
+    return [(name, m) for name, m in model.named_modules() if layer_kind(m) in ("linear", "conv")]
 
 
 def _check_sigma(name: str, value: Any, *, positive: bool) -> float:
@@ -258,7 +252,7 @@ def rescale_(model: nn.Module, sigma_w: float | None = None) -> RescaleResult:
     the pruned network is the dense one. This *empirical* (row-norm) form is exact for
     any mask, including magnitude masks whose kept weights are larger than average (a
     density-only factor 1/√ρ_u would over-scale those by κ(ρ)/ρ). The official code
-    divides by σ_w⁴ instead of σ_w² and hard-codes ReLU (REFERENCES §4); here σ_w is the
+    divides by σ_w⁴ instead of σ_w² and hard-codes ReLU (Hayou et al., arXiv 2002.08797, §4); here σ_w is the
     layer's own dense scale.
 
     Rules: a unit with nothing pruned is a dense unit and is left unchanged (so a full
@@ -281,7 +275,7 @@ def rescale_(model: nn.Module, sigma_w: float | None = None) -> RescaleResult:
         sigma_w = _check_sigma("sigma_w", sigma_w, positive=True)
     results = []
     for name, module in model.named_modules():
-        if not isinstance(module, MaskedMixin) or isinstance(module, _SparsePart):
+        if not isinstance(module, MaskedMixin) or is_dct_layer(module):
             continue
         ref = sigma_w
         if ref is None:
@@ -330,7 +324,7 @@ def stable_resnet_scale_(model: nn.Module, num_blocks: int | None = None) -> int
     """Stable ResNet (Hayou et al. 2021, arXiv 2002.08797, §4 "Stable Resnet"): set the
     ``scale`` of every :class:`~sigprop.nn.models.ResidualBlock` to 1/√L, L the number of
     residual blocks (or ``num_blocks``), so that the residual q-map stays bounded with
-    depth (REFERENCES §2: (1 + σ_w²/(2L))^L → e^{σ_w²/2} for ReLU). Returns L."""
+    depth (the residual ReLU map of Hayou et al., arXiv 2002.08797, Stable ResNet: (1 + σ_w²/(2L))^L → e^{σ_w²/2} for ReLU). Returns L."""
     from sigprop.nn.models import ResidualBlock
 
     blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sigprop.nn.masked import masked_modules, masked_step_
+from sigprop.nn.prunable import masked_modules, masked_step_
 from sigprop.validate import InvalidInput, positive_int
 
 __all__ = ["CALLBACK_METHODS", "Callback", "FitResult", "check_callbacks", "fit"]

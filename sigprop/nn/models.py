@@ -291,7 +291,7 @@ def resnet(
     generator: torch.Generator | int | None = None,
 ) -> nn.Sequential:
     """Residual network of ``num_blocks`` pre-activation blocks
-    ``y ← y + λ·(φ → layer)^branch_depth (y)`` (the residual map of REFERENCES §2 for
+    ``y ← y + λ·(φ → layer)^branch_depth (y)`` (the residual map of Hayou et al., arXiv 2002.08797, for
     ``branch_depth = 1``), between a stem and a readout.
 
     ``kind="mlp"``: stem ``Linear(in_features, width)``, blocks of ``Linear(width,

@@ -8,13 +8,12 @@ labelled contours of the fixed-point variance q*.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import tempfile
 
 import numpy as np
 
+from sigprop.plotting.files import save_figure
 from sigprop.validate import InvalidInput
 
 
@@ -104,8 +103,8 @@ def plot_phase_diagram(
     if eoc_w2 is not None:
         inside = (eoc_w2 >= w2[0]) & (eoc_w2 <= w2[-1])
         ax.plot(eoc_w2[inside], eoc_b2[inside], color="red", lw=2.0, label=r"EOC ($\chi_1=1$)")
-    elif act.kind in ("relu", "linear"):
-        w_eoc = 1.0 / (0.5 * (1 + act.alpha**2))
+    elif act.homogeneous_gain is not None:
+        w_eoc = 1.0 / act.homogeneous_gain
         ax.plot([w_eoc], [0.0], "o", color="red", ms=7, clip_on=False, label="EOC (σ_b = 0 only)")
     if np.any(~pd.finite):
         ax.plot([], [], "s", color="0.85", label=r"$q^l \to \infty$ (no finite $q^*$)")
@@ -117,7 +116,7 @@ def plot_phase_diagram(
     ax.set_xlim(w2[0], w2[-1])
     ax.set_ylim(b2[0], b2[-1])
     try:
-        _save(fig, path, fmt, dpi)
+        save_figure(fig, path, fmt=fmt, dpi=dpi)
     finally:
         plt.close(fig)
     return path
@@ -143,33 +142,6 @@ def _image_format(path: str) -> str:
     return suffix or "png"
 
 
-def _save(fig, path: str, fmt: str, dpi: int) -> None:
-    """``fig.savefig`` under exactly ``path`` (matplotlib appends a suffix to a name without
-    one when given the name, so it is given an open file and the format instead)."""
-    if os.path.islink(path) or (os.path.exists(path) and not os.path.isfile(path)):
-        with open(path, "wb") as fh:  # /dev/stdout, a FIFO, a link: write where it points
-            fig.savefig(fh, format=fmt, dpi=dpi)
-        return
-    directory = os.path.dirname(path) or "."
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".sigprop-phase-", suffix=".tmp")
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, path) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=dpi)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() would have given
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _nice_levels(lo: float, hi: float) -> list[float]:
     import matplotlib.ticker as mticker
 
@@ -179,7 +151,7 @@ def _nice_levels(lo: float, hi: float) -> list[float]:
 
 def _eoc_line(act, b2, eoc_curve):
     """EOC σ_w² along the σ_b² axis, or (None, None) where the activation has no EOC curve."""
-    if act.kind in ("relu", "linear"):
+    if act.homogeneous_gain is not None:
         return None, None
     sb = np.sqrt(b2)
     w2 = np.full(sb.shape, np.nan)

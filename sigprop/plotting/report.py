@@ -80,13 +80,20 @@ def figure(ncols: int = 1, nrows: int = 1, *, width: float = 3.2, height: float 
 
 
 def save(fig, path: str | os.PathLike, *, dpi: int = 150) -> Path:
-    """Save ``fig`` as PNG at ``dpi``, close it, and return the path."""
+    """Save ``fig`` at ``dpi`` atomically (format from the suffix, PNG without one), close it,
+    and return the path."""
     import matplotlib.pyplot as plt
+
+    from sigprop.plotting.files import save_figure
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        save_figure(
+            fig, path, fmt=path.suffix.lstrip(".").lower() or "png", dpi=dpi, bbox_inches="tight"
+        )
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -208,7 +208,7 @@ def kstarts_dissipating_masks(
     lr: float = 0.1,
     momentum: float = 0.0,
     loss_fn: Callable | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | int | None = None,
     progress: bool = False,
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """K-starts followed by dissipating gradients (Haroon 2022, arXiv 2209.02201).

@@ -34,10 +34,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sigprop.nn.loop import Callback, check_callbacks, fit
-from sigprop.nn.masked import require_prunable
+from sigprop.nn.masked import as_generator, require_prunable
 from sigprop.nn.utils import as_batches
 from sigprop.prune.masks import apply, current_masks, select
-from sigprop.prune.scores import _check_batch, random_scores
+from sigprop.prune.saliency import _check_batch, random_scores
 from sigprop.validate import InvalidInput, positive_int
 
 __all__ = ["FITNESSES", "kstarts_masks", "short_train"]
@@ -160,7 +160,7 @@ def kstarts_masks(
     lr: float = 0.1,
     momentum: float = 0.0,
     loss_fn: Callable | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | int | None = None,
     progress: bool = False,
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """K-starts (Haroon 2022, arXiv 2209.02201): the fittest of ``k`` random masks.
@@ -178,6 +178,7 @@ def kstarts_masks(
     ``gradient`` (per candidate) and ``chosen`` (its index). ``model`` is not modified.
     """
     k = positive_int(k, "k (number of random starts)")
+    generator = as_generator(generator)  # an int seed: one generator for all candidates
     if fitness not in FITNESSES:
         raise InvalidInput(f"unknown fitness {fitness!r}; choose one of {', '.join(FITNESSES)}")
     data = as_batches(data, method="kstarts")

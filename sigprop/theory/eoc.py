@@ -10,7 +10,7 @@ equation q = σ_w² E[φ(√q z)²] + σ_b² then gives
 one scalar equation per σ_b, solved by a vectorised safeguarded Newton iteration (no
 nested root finding). The solution is accepted only if q is the fixed point the network
 actually reaches (:func:`sigprop.theory.meanfield.q_star`); otherwise there is no EOC.
-ReLU-family activations have an EOC only at σ_b = 0, σ_w² = 2/(1+α²) (REFERENCES §2).
+ReLU-family activations have an EOC only at σ_b = 0, σ_w² = 2/(1+α²) (Hayou, Doucet, Rousseau 2019, arXiv 1902.06853, §3).
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ import numpy as np
 from sigprop._json import to_jsonable
 from sigprop.theory import meanfield as mf
 from sigprop.theory.activations import Activation, get_activation
+from sigprop.theory.meanfield import common as mf_common
+from sigprop.theory.meanfield import correlation as mf_corr
+from sigprop.theory.meanfield import expectations as mf_mom
+from sigprop.theory.meanfield import fixed_point as mf_fp
 from sigprop.validate import InvalidInput
 
 __all__ = ["EOCPoint", "EOCCurve", "eoc_sigma_w", "eoc_curve", "eoc_init"]
@@ -97,7 +101,7 @@ def _homogeneous_sigma_w(act: Activation, sb: np.ndarray) -> np.ndarray:
             "activation has chi1 = sigma_w^2 (1+alpha^2)/2 independent of q, so its only EOC "
             "point is sigma_b = 0 with sigma_w^2 = 2/(1+alpha^2)"
         )
-    return np.full(sb.shape, math.sqrt(1.0 / (0.5 * (1.0 + act.alpha**2))))
+    return np.full(sb.shape, math.sqrt(1.0 / act.homogeneous_gain))
 
 
 def _solve(act: Activation, sb: np.ndarray, mom) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +148,7 @@ def _solve(act: Activation, sb: np.ndarray, mom) -> tuple[np.ndarray, np.ndarray
             g1p = m["dg1"]
             return -(x - g0 / g1 - b2[todo[i]]), -(1.0 - m["dg0"] / g1 + g0 * g1p / g1**2)
 
-        q[todo] = mf._newton_bracketed(resid, lo, hi)
+        q[todo] = mf_fp.newton_bracketed(resid, lo, hi)
     g1 = mom(q)["g1"]
     with np.errstate(divide="ignore"):
         sw = 1.0 / np.sqrt(g1)
@@ -154,15 +158,15 @@ def _solve(act: Activation, sb: np.ndarray, mom) -> tuple[np.ndarray, np.ndarray
 def _eoc_moments(act: Activation, sb: np.ndarray):
     """Moments g0, g1 and their q-derivatives for the EOC equation: direct quadrature for
     a few σ_b, a cached :class:`~sigprop.theory.meanfield.MomentTable` for curves."""
-    if sb.size >= 16 and act.kind not in ("linear", "relu", "erf"):
+    if sb.size >= 16 and not act.has_closed_forms:
         s_top = max(2.0, 4.0 * float(np.max(sb, initial=0.0)))
         return mf.moment_table(act, math.ceil(math.log2(s_top)), 0).moments
-    return lambda q: mf._moments_with_dg1(act, np.asarray(q, dtype=float))
+    return lambda q: mf_mom.moments_with_dg1(act, np.asarray(q, dtype=float))
 
 
 def _eoc(act: Activation, sb: np.ndarray, q0: float | None):
     flat = sb.ravel()
-    if act.kind in ("linear", "relu"):
+    if act.homogeneous_gain is not None:
         sw = _homogeneous_sigma_w(act, flat)
         q = np.full(flat.shape, np.nan if q0 is None else float(q0))
         return sw, q
@@ -175,13 +179,13 @@ def _eoc(act: Activation, sb: np.ndarray, q0: float | None):
             f"at the candidate q = {q[bad]:.6g}"
         )
     # verify: q must be the fixed point reached from small inputs at (σ_w, σ_b)
-    qs, status = mf._q_star(act, sw, flat, mom)  # no starting guess: find q* afresh
+    qs, status = mf_fp.solve_q_star(act, sw, flat, mom)  # no starting guess: find q* afresh
     # The fixed point's condition number is 1/|V′(q) − 1|, which vanishes with q at the EOC
     # (tanh: V′(q) − 1 ≈ −2σ_w²q as σ_b → 0), so allow for the round-off that amplifies.
     slope = np.abs(mf.q_map_derivative(act, sw, flat, np.maximum(q, 1e-300)) - 1.0)
     tol = 1e-8 * np.maximum(q, 1e-12) + 1e3 * np.finfo(float).eps * q / np.maximum(slope, 1e-300)
-    ok = (status == mf._FINITE) & (np.abs(qs - q) <= tol)
-    ok |= (status == mf._FINITE) & (q == 0) & (qs == 0)
+    ok = (status == mf_fp.FINITE) & (np.abs(qs - q) <= tol)
+    ok |= (status == mf_fp.FINITE) & (q == 0) & (qs == 0)
     if not np.all(ok):
         bad = np.flatnonzero(~ok)[0]
         raise InvalidInput(
@@ -199,7 +203,7 @@ def eoc_sigma_w(activation, sigma_b) -> np.ndarray:
     χ₁ never reaches 1 at a finite stable fixed point).
     """
     act = get_activation(activation)
-    sb = mf._sigma("sigma_b", sigma_b)
+    sb = mf_common.sigma_arg("sigma_b", sigma_b)
     sw, _ = _eoc(act, sb, q0=1.0)
     return sw.reshape(sb.shape)
 
@@ -210,9 +214,9 @@ def eoc_curve(activation, sigma_b) -> EOCCurve:
     For the ReLU family q* is not unique on the EOC and is reported as NaN.
     """
     act = get_activation(activation)
-    sb = mf._sigma("sigma_b", sigma_b)
+    sb = mf_common.sigma_arg("sigma_b", sigma_b)
     sw, q = _eoc(act, sb, q0=None)
-    if act.kind in ("linear", "relu"):
+    if act.homogeneous_gain is not None:
         x1 = sw**2 * mf.moments(act, np.ones_like(sw))["g1"]
     else:
         x1 = sw**2 * mf.moments(act, q)["g1"]
@@ -228,7 +232,7 @@ def eoc_init(activation, sigma_b: float = 0.0, *, q0: float = 1.0) -> EOCPoint:
     preserves exactly.
     """
     act = get_activation(activation)
-    sb = mf._sigma("sigma_b", sigma_b)
+    sb = mf_common.sigma_arg("sigma_b", sigma_b)
     if sb.ndim != 0:
         raise InvalidInput("eoc_init takes a scalar sigma_b; use eoc_curve for arrays")
     if not (math.isfinite(q0) and q0 > 0):
@@ -243,7 +247,7 @@ def eoc_init(activation, sigma_b: float = 0.0, *, q0: float = 1.0) -> EOCPoint:
         q_star=q_,
         chi1=x1,
         activation=act.name,
-        xi_q=float(mf._xi(abs(vp))),
+        xi_q=float(mf_corr.depth_scale(abs(vp))),
     )
 
 
@@ -311,8 +315,8 @@ def _coarse_guess(act, SW, SB, mom) -> np.ndarray | None:
     ib = np.unique(np.r_[np.arange(0, nb, 8), nb - 1])
     iw = np.unique(np.r_[np.arange(0, nw, 8), nw - 1])
     cs, cb = SW[np.ix_(ib, iw)].ravel(), SB[np.ix_(ib, iw)].ravel()
-    qc, status = mf._q_star(act, cs, cb, mom)
-    qc = np.where(status == mf._FINITE, qc, np.nan).reshape(ib.size, iw.size)
+    qc, status = mf_fp.solve_q_star(act, cs, cb, mom)
+    qc = np.where(status == mf_fp.FINITE, qc, np.nan).reshape(ib.size, iw.size)
     rows = np.stack([np.interp(np.arange(nw), iw, r) for r in qc])
     full = np.stack([np.interp(np.arange(nb), ib, col) for col in rows.T], axis=1)
     return full.ravel()
@@ -345,7 +349,7 @@ def phase_diagram(activation, sigma_w, sigma_b, *, hermite_terms: int = HERMITE_
     SW, SB = np.meshgrid(sw_axis, sb_axis)
     sw, sb = SW.ravel(), SB.ravel()
     w2, b2 = sw**2, sb**2
-    closed = act.kind in ("linear", "relu", "erf")
+    closed = act.has_closed_forms
     if closed:
         table = None
 
@@ -361,8 +365,8 @@ def phase_diagram(activation, sigma_w, sigma_b, *, hermite_terms: int = HERMITE_
         table = mf.moment_table(act, top, int(hermite_terms))
         mom = table.moments
 
-    qs, status = mf._q_star(act, sw, sb, mom, x0=_coarse_guess(act, SW, SB, mom))
-    ok = status == mf._FINITE
+    qs, status = mf_fp.solve_q_star(act, sw, sb, mom, x0=_coarse_guess(act, SW, SB, mom))
+    ok = status == mf_fp.FINITE
     qv = np.where(ok, qs, 0.0)
     m = mom(qv)
     x1 = np.where(ok, w2 * m["g1"], np.nan)
@@ -370,7 +374,7 @@ def phase_diagram(activation, sigma_w, sigma_b, *, hermite_terms: int = HERMITE_
     chaos = np.flatnonzero(ok & (x1 > 1.0) & (qv > 0))
     err = np.zeros_like(qs)
     if closed:
-        c, xc = mf._c_fixed_point(sw, sb, qv, x1, chaos, lambda q, c, i: mf.kernel(act, q, c))
+        c, xc = mf_corr.solve_c_star(sw, sb, qv, x1, chaos, lambda q, c, i: mf.kernel(act, q, c))
     else:
         c = np.ones_like(qs)
         xc = x1.copy()
@@ -384,9 +388,9 @@ def phase_diagram(activation, sigma_w, sigma_b, *, hermite_terms: int = HERMITE_
             # stage 1: a short series; its root lies left of c* (dropped terms are >= 0),
             # so it is a valid monotone start for Newton on the full series (stage 2)
             short = _HermiteKernel(A[:, :_SHORT], qv[idx])
-            c0, _ = mf._c_fixed_point(sw[idx], sb[idx], qv[idx], x1[idx], sub, short)
+            c0, _ = mf_corr.solve_c_star(sw[idx], sb[idx], qv[idx], x1[idx], sub, short)
             kern = _HermiteKernel(A, qv[idx])
-            cc, xcc = mf._c_fixed_point(sw[idx], sb[idx], qv[idx], x1[idx], sub, kern, c0=c0)
+            cc, xcc = mf_corr.solve_c_star(sw[idx], sb[idx], qv[idx], x1[idx], sub, kern, c0=c0)
             c[idx], xc[idx] = cc, xcc
             tail = np.maximum(m["g0"][idx] - A.sum(axis=1), 0.0)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -405,10 +409,10 @@ def phase_diagram(activation, sigma_w, sigma_b, *, hermite_terms: int = HERMITE_
         sigma_b=sb_axis.copy(),
         q_star=grid(qs),
         chi1=grid(x1),
-        xi_q=grid(mf._xi(np.abs(np.nan_to_num(vp)))),
+        xi_q=grid(mf_corr.depth_scale(np.abs(np.nan_to_num(vp)))),
         c_star=grid(c),
         chi_c=grid(xc),
-        xi_c=grid(mf._xi(np.nan_to_num(xc))),
+        xi_c=grid(mf_corr.depth_scale(np.nan_to_num(xc))),
         c_star_error=grid(err),
     )
 

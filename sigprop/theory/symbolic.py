@@ -5,14 +5,14 @@ can hold the numerical code of :mod:`sigprop.theory.meanfield` against an indepe
 derivation:
 
 * ReLU / leaky ReLU covariance (arc-cosine kernel; Cho & Saul 2009, NeurIPS, eq. 6 with
-  n = 1; REFERENCES §2) by integrating in polar coordinates;
+  n = 1) by integrating in polar coordinates;
 * the ReLU-family q-map slope and EOC σ_w² = 2/(1+α²) (Hayou et al. 2019, arXiv 1902.06853,
-  §3; REFERENCES §2);
+  §3);
 * the erf kernel (2/π) arcsin(2Σ₁₂/√((1+2Σ₁₁)(1+2Σ₂₂))) (Williams 1997, NeurIPS) via
   Price's theorem ∂E[f(u₁)g(u₂)]/∂Σ₁₂ = E[f′(u₁)g′(u₂)] and a Gaussian integral, and
   χ₁ = 4σ_w²/(π√(1+4q)) for erf;
 * the small-q expansion of the tanh q-map, which fixes the tanh EOC at σ_b = 0 to σ_w = 1
-  (Poole et al. 2016, arXiv 1606.05340, §3; REFERENCES §2).
+  (Poole et al. 2016, arXiv 1606.05340, §3).
 """
 
 from __future__ import annotations

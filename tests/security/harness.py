@@ -9,8 +9,9 @@ an address-space safety net. :func:`assert_refused` then asserts what the threat
 - exit status 2;
 - exactly one line on stderr, no traceback;
 - no canary file (a payload that runs code writes one);
-- peak resident memory under ``rss_limit`` (the child's own ``ru_maxrss``; the pages it
-  shares with the parent at fork count too, so the bound is on the whole process);
+- peak resident memory under ``rss_limit`` above what the process held at the fork (the
+  child's ``ru_maxrss`` minus the parent's resident set then: the pages it inherits are
+  the test process's, whatever earlier tests in that worker loaded, not the command's);
 - finished within ``timeout`` seconds.
 """
 
@@ -37,12 +38,21 @@ class Outcome:
     status: int | None  # exit status, or None if killed at the time limit
     stdout: str
     stderr: str
-    maxrss: int  # bytes
+    maxrss: int  # bytes above the resident set at the fork
     seconds: float
 
     @property
     def stderr_lines(self) -> list[str]:
         return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def _resident_bytes() -> int:
+    """This process's resident set now (Linux ``/proc/self/statm``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def run_cli(
@@ -58,6 +68,7 @@ def run_cli(
 
     with tempfile.TemporaryDirectory(prefix="sigprop-harness-") as tmp:
         out_path, err_path = Path(tmp, "stdout"), Path(tmp, "stderr")
+        baseline = _resident_bytes()
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:  # child
@@ -110,7 +121,7 @@ def run_cli(
             status=status,
             stdout=out_path.read_text(errors="replace"),
             stderr=err_path.read_text(errors="replace"),
-            maxrss=int(rusage.ru_maxrss) * 1024,
+            maxrss=max(0, int(rusage.ru_maxrss) * 1024 - baseline),
             seconds=seconds,
         )
 

@@ -340,18 +340,24 @@ def _classify_function(node: torch.fx.Node) -> tuple[str, dict]:
     return kind, attrs
 
 
-def capture(model: nn.Module, example_input: Any = None, *, input_shape=None) -> CapturedGraph:
+def capture(
+    model: nn.Module, example_input: Any = None, *, input_shape=None, run: bool = True
+) -> CapturedGraph:
     """Trace ``model`` and classify its nodes (module doc).
 
     ``example_input`` (a tensor of shape (B, *sample_shape); only its shape and dtype are
-    used) or ``input_shape`` (the per-sample shape) fixes the shapes. Raises
-    ``InvalidInput`` when torch.fx cannot trace the model.
+    used) or ``input_shape`` (the per-sample shape) fixes the shapes. ``run=False`` only
+    traces and classifies: no shape run, every node's ``shape`` is ``None`` and neither
+    input is needed (for consumers that read structure alone, such as channel-level
+    connectivity). Raises ``InvalidInput`` when torch.fx cannot trace the model.
     """
     if not isinstance(model, nn.Module):
         raise InvalidInput(f"capture needs a torch.nn.Module, got {type(model).__name__}")
-    if example_input is None and input_shape is None:
+    if example_input is None and input_shape is None and run:
         raise InvalidInput("capture needs example_input or input_shape")
-    if example_input is not None:
+    if example_input is None and input_shape is None:
+        sample_shape, dtype = (), torch.float32
+    elif example_input is not None:
         if not isinstance(example_input, torch.Tensor) or example_input.ndim < 1:
             raise InvalidInput("example_input must be a tensor of shape (batch, *sample_shape)")
         sample_shape = tuple(int(s) for s in example_input.shape[1:])
@@ -370,7 +376,7 @@ def capture(model: nn.Module, example_input: Any = None, *, input_shape=None) ->
             f"torch.fx could not trace the model ({type(exc).__name__}: {_one_line(exc)})"
         ) from None
     gm = torch.fx.GraphModule(tracer.root, graph)
-    shapes = _shapes(gm, sample_shape, dtype)
+    shapes = _shapes(gm, sample_shape, dtype) if run else {}
     modules = dict(root.named_modules())
 
     def unprefix(name: str) -> str:

@@ -16,18 +16,24 @@ importable on every worker) is imported only with an explicit opt-in (``allow_im
 ``signal_flow``
     No training: the mean-field prediction for the (pruned, rescaled) network against the
     measurement on real inputs — q^l, χ^l and gradient-norm ratios, layer by layer.
+``prune_ablations``
+    Frankle et al.'s sanity checks (arXiv 2009.08576) for one method and density: train
+    the pruned network and its shuffled, re-initialised and inverted variants; report each
+    accuracy.
 
 Runs seed everything from their ``seed`` parameter (a local ``torch.Generator``), so a row
 is reproducible from its parameters alone.
 
 Modules: ``theory`` (mean_field), ``network`` (the pruned MLP both torch runs build),
-``training`` (:class:`TrainPrunedConfig`, train_pruned), ``flow`` (signal_flow).
+``training`` (:class:`TrainPrunedConfig`, train_pruned), ``flow`` (signal_flow),
+``ablations`` (prune_ablations).
 """
 
 from __future__ import annotations
 
 import importlib
 
+from sigprop.experiments.runs.ablations import prune_ablations
 from sigprop.experiments.runs.flow import signal_flow
 from sigprop.experiments.runs.theory import mean_field
 from sigprop.experiments.runs.training import TrainPrunedConfig, run_train_pruned, train_pruned
@@ -39,6 +45,7 @@ __all__ = [
     "check_run_ref",
     "get_run",
     "mean_field",
+    "prune_ablations",
     "run_train_pruned",
     "signal_flow",
     "train_pruned",
@@ -49,6 +56,7 @@ RUNS = {
     "mean_field": mean_field,
     "train_pruned": train_pruned,
     "signal_flow": signal_flow,
+    "prune_ablations": prune_ablations,
 }
 
 #: Longest run reference accepted (characters).

@@ -16,7 +16,7 @@ from sigprop.experiments.recorders import Recorder
 from sigprop.experiments.train.callbacks import DSRStep, EpochRecord, ShuffledBatches
 from sigprop.experiments.train.result import TrainResult
 from sigprop.nn.loop import check_callbacks, fit
-from sigprop.nn.masked import masked_modules, reapply_mask_
+from sigprop.nn.prunable import masked_modules, reapply_mask_
 from sigprop.validate import InvalidInput, positive_int
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "train"]

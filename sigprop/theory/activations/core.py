@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from sigprop._json import to_jsonable
+from sigprop.theory.activations import closed as _closed
 from sigprop.validate import InvalidInput
 
 __all__ = ["Activation", "sym", "vectorise"]
@@ -99,6 +100,32 @@ class Activation:
         if self.kind != "relu":
             raise InvalidInput(f"activation {self.name!r} is not in the ReLU family")
         return float(self.params.get("alpha", 0.0))
+
+    @property
+    def homogeneous_gain(self) -> float | None:
+        """E[φ(z)²] when φ is positively homogeneous (linear, ReLU family; then the q-map is
+        linear in q and χ₁ = σ_w²·gain at every q), else ``None``."""
+        alpha = self.alpha if self.kind in ("linear", "relu") else 0.0
+        return _closed.homogeneous_gain(self.kind, alpha)
+
+    @property
+    def has_closed_forms(self) -> bool:
+        """True when :meth:`closed_moments` and :meth:`closed_kernel` are known exactly."""
+        return self.closed_moments(np.ones(1)) is not None
+
+    def closed_moments(self, q) -> dict[str, np.ndarray] | None:
+        """Closed-form ``g0``, ``g1``, ``dg0``, ``dg1`` at variance q, or ``None``
+        (:mod:`sigprop.theory.activations.closed`)."""
+        alpha = self.alpha if self.kind in ("linear", "relu") else 0.0
+        return _closed.moments(self.kind, alpha, np.asarray(q, dtype=float))
+
+    def closed_kernel(self, q, c):
+        """Closed-form dual kernel ``(K, dK)`` at variance q and correlation c, or ``None``
+        (:mod:`sigprop.theory.activations.closed`)."""
+        alpha = self.alpha if self.kind in ("linear", "relu") else 0.0
+        return _closed.kernel(
+            self.kind, alpha, np.asarray(q, dtype=float), np.asarray(c, dtype=float)
+        )
 
     @classmethod
     def from_callable(

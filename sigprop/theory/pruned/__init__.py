@@ -32,6 +32,7 @@ from sigprop.theory.pruned.common import MASKS, SCORES
 from sigprop.theory.pruned.dct import (
     SparseNorm,
     SparseRank,
+    dct_entries,
     dct_matrix,
     sparse_rank,
     sparse_spectral_norm,
@@ -56,6 +57,7 @@ __all__ = [
     "SparseNorm",
     "SparseRank",
     "class_cosines",
+    "dct_entries",
     "dct_matrix",
     "effective_sigma_w",
     "first_collapse",

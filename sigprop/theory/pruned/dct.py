@@ -23,17 +23,25 @@ def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
 
     D is the top-left n_out × n_in block of the N × N orthonormal DCT-II matrix,
     N = max(n_in, n_out): D[k, n] = c_k cos(π(2n + 1)k / (2N)), c₀ = √(1/N), c_k = √(2/N)
-    (Price & Tanner arXiv 2102.07655 §3; REFERENCES §5). Its rows (n_out ≤ n_in) or columns
+    (Price & Tanner arXiv 2102.07655 §3). Its rows (n_out ≤ n_in) or columns
     (n_out ≥ n_in) are orthonormal, so every singular value is 1 and rank = min(n_in, n_out).
     """
-    for name, n in (("n_out", n_out), ("n_in", n_in)):
-        n = positive_int(n, name)
-    big = max(n_out, n_in)
-    k = np.arange(n_out)[:, None]
-    n = np.arange(n_in)[None, :]
-    d = np.sqrt(2.0 / big) * np.cos(np.pi * (2 * n + 1) * k / (2 * big))
-    d[0, :] = math.sqrt(1.0 / big)
-    return d
+    n_out = positive_int(n_out, "n_out")
+    n_in = positive_int(n_in, "n_in")
+    return dct_entries(np.arange(n_out)[:, None], np.arange(n_in)[None, :], max(n_out, n_in))
+
+
+def dct_entries(k, n, big: int) -> np.ndarray:
+    """Entries D[k, n] = c_k cos(π(2n + 1)k / (2N)) of the N-point orthonormal DCT-II matrix
+    (N = ``big``) at integer index arrays ``k``, ``n`` (broadcast): the one DCT-II formula
+    of the package (:func:`dct_matrix`, the layers' reference offset, the checker's view of
+    a DCT-plus-sparse weight). The phase (2n + 1)k is reduced modulo 4N in integers, so the
+    float64 cosine argument stays below 2π and entries are exact to round-off at any N."""
+    k = np.asarray(k, dtype=np.int64)
+    n = np.asarray(n, dtype=np.int64)
+    phase = ((2 * n + 1) * k) % (4 * big)
+    scale = np.where(k == 0, math.sqrt(1.0 / big), math.sqrt(2.0 / big))
+    return scale * np.cos(np.pi * phase / (2 * big))
 
 
 def weyl_singular_value_bounds(alpha: float, s_norm: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -63,7 +63,7 @@ def rescale_factor(density: Any, mask: str = "random") -> np.ndarray:
     each output unit (per output channel and kernel position for convolutions) so that
     E[Σ_j W̃_ij²] equals the dense σ_w²: 1/√ρ for a random mask of the unit's density ρ,
     1/√κ(ρ) for a magnitude mask (the kept weights are the large ones). Computed "right"
-    (REFERENCES §4: dividing by σ_w², not σ_w⁴ as their code does). A unit with nothing
+    (Hayou et al., arXiv 2002.08797, §4: dividing by σ_w², not σ_w⁴ as their code does). A unit with nothing
     kept (ρ = 0) has no finite factor and is returned as ``inf``; ``rescale_`` leaves such
     rows at zero.
     """

@@ -1,0 +1,310 @@
+"""Exact weight-level effective sparsity (Vysogorets & Kempe, arXiv 2107.02306, Sec. 3).
+
+A kept weight ``W[o, i, k]`` is *effective* iff it lies on a path of kept weights from an
+input position to an output position of the unrolled computation for a given input shape.
+The paper's code computes it SynFlow-style (linearise the net, weights ``|W| * mask`` made
+0/1, an all-ones input, a weight is effective where ``w * dR/dw != 0``, ``R`` the summed
+output). Products of path counts overflow float64 on deep nets (and vanish when
+normalised), so here every value is kept *boolean*: the captured graph is run in float64 on
+0/1 tensors, and after every operation that sums (a weight layer, a pooling window, a
+residual add, a normalisation's reduction) the result is binarised ``(x > 0)``. The
+binarisation's backward pass binarises the gradient the same way (``(g > 0)``), so
+
+* the forward value at a position is 1 iff it is reachable from the input (the *way in*);
+* the gradient at a position is > 0 iff it reaches the output (the *way out*);
+* ``dR/dW[o, i, k] = sum_p way_out[o, p] * way_in[i, p + k]`` counts the position pairs the
+  weight joins that have both, an integer below ``H*W`` per weight (exact in float64).
+
+Every value is an integer count below ``2^24`` (a fan-in, or a number of positions), exact
+in float64 and in float32; binarising at ``0.5`` keeps the result exact even where a
+convolution algorithm rounds. The computation runs in float64 unless the 0/1 weight copies
+and their gradients would exceed :data:`FLOAT64_BYTES`, then in float32 (same counts).
+
+Zero padding contributes nothing, strides, dilation and groups are those of the real layer,
+max pooling is a window OR (as average pooling's sum: a path through any position of the
+window counts, the paper's path semantics), activations, dropout and scalings are unit-wise
+identities, a normalisation scale ``gamma = 0`` cuts its unit, and layer norm connects every
+feature it normalises together. Biases and batch norm's ``beta`` create no paths: a unit fed
+only by constants is not reached, so the weights that read it are ineffective (they act as
+biases). Operations outside this vocabulary (attention, matmul between activations) leave
+the exact count unavailable, with the reason in the report's notes; the channel-level count
+stays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sigprop.diagnostics.collapse.from_fx import module_layer
+from sigprop.diagnostics.collapse.ops import Unmappable
+from sigprop.diagnostics.collapse.report import CollapseReport
+from sigprop.nn.kinds import WEIGHT_KINDS, is_dct_layer
+
+__all__ = ["FLOAT64_BYTES", "effective_masks", "with_exact"]
+
+#: Memory for the 0/1 weight copies and their gradients up to which float64 is used.
+FLOAT64_BYTES = 1 << 29
+
+_IDENTITY_KINDS = frozenset("act dropout identity scale".split())
+_LAYOUT_KINDS = frozenset(
+    "flatten reshape permute transpose expand select split getitem cat".split()
+)
+
+
+class _Binarise(torch.autograd.Function):
+    """``x > t`` forward, ``g > t`` backward: booleans both ways (module doc)."""
+
+    @staticmethod
+    def forward(ctx, x, t):
+        ctx.t = t
+        return (x > t).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g > ctx.t).to(g.dtype), None
+
+
+def _b(x: torch.Tensor, t: float = 0.5) -> torch.Tensor:
+    """Binarise an integer count (threshold 0.5: robust to a convolution's rounding)."""
+    return _Binarise.apply(x, t)
+
+
+def _averaged(fn, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """An averaging pool of a 0/1 map, binarised both ways at 0: the average is positive iff
+    a position of the window is 1 (a positive rational, never rounded to 0), and the
+    gradient the pool spreads as ``g / window`` is made 0/1 again before it flows on."""
+    return _b(fn(_b(x, 0.0), *args, **kwargs), 0.0)
+
+
+def _conv(x, kept, module) -> torch.Tensor:
+    dims = kept.ndim - 2
+    if getattr(module, "padding_mode", "zeros") != "zeros":
+        raise Unmappable(f"padding mode {module.padding_mode!r} of the layer")
+    fn = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
+    padding = module.padding
+    if isinstance(padding, str):
+        pass  # "same"/"valid": conv accepts them
+    return fn(x, kept, None, module.stride, padding, module.dilation, module.groups)
+
+
+def _pool(node, module, x) -> torch.Tensor:
+    """Window OR of max/avg pooling (module or functional) as a window sum."""
+    if module is not None:
+        kernel, stride, padding = module.kernel_size, module.stride, module.padding
+        ceil = module.ceil_mode
+        dilation = getattr(module, "dilation", 1)
+    else:
+        args = list(node.attrs.get("args", ()))
+        kw = dict(node.attrs.get("kwargs", {}))
+        names = ["kernel_size", "stride", "padding", "dilation", "ceil_mode"]
+        if node.kind == "avgpool":
+            names = ["kernel_size", "stride", "padding", "ceil_mode"]
+        vals = dict(zip(names, args))
+        vals.update({k: v for k, v in kw.items() if k in names})
+        kernel = vals["kernel_size"]
+        stride = vals.get("stride") or kernel
+        padding, ceil = vals.get("padding", 0), vals.get("ceil_mode", False)
+        dilation = vals.get("dilation", 1)
+    if dilation not in (1, (1,), (1, 1), (1, 1, 1)):
+        raise Unmappable("dilated pooling")
+    fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[x.ndim - 3]
+    return _averaged(fn, x, kernel, stride, padding, ceil_mode=ceil, count_include_pad=True)
+
+
+def _adaptive(node, module, x) -> torch.Tensor:
+    size = module.output_size if module is not None else (list(node.attrs["args"]) or [None])[0]
+    fn = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[x.ndim - 3]
+    return _averaged(fn, x, size)
+
+
+def _gamma(x, module, channel_dim: int) -> torch.Tensor:
+    gamma = getattr(module, "weight", None) if module is not None else None
+    if not isinstance(gamma, torch.Tensor):
+        return x
+    keep = (gamma.detach() != 0).to(x.dtype)
+    if channel_dim == 1:
+        keep = keep.reshape(1, -1, *[1] * (x.ndim - 2))
+    return x * keep
+
+
+def _node_value(node, module, args, env, kept_of) -> Any:
+    kind = node.kind
+    if kind in WEIGHT_KINDS:
+        if is_dct_layer(module):
+            raise Unmappable(f"{node.module}: the DCT offset of a DCT-plus-sparse layer")
+        (x,) = args
+        k = kept_of(node.module, module)
+        return _b(F.linear(x, k) if k.ndim == 2 else _conv(x, k, module))
+    if kind in _IDENTITY_KINDS:
+        return args[0]
+    if kind == "batchnorm":
+        return _gamma(args[0], module, 1)
+    if kind == "layernorm":
+        x = args[0]
+        n = len(module.normalized_shape) if module is not None else 1
+        dims = tuple(range(x.ndim - n, x.ndim))
+        return _gamma(_b(x.sum(dims, keepdim=True).expand_as(x)), module, -1)
+    if kind == "groupnorm" and module is not None:
+        x = args[0]
+        grouped = x.reshape(x.shape[0], module.num_groups, -1)
+        mixed = _b(grouped.sum(-1, keepdim=True).expand_as(grouped)).reshape(x.shape)
+        return _gamma(mixed, module, 1)
+    if kind in ("maxpool", "avgpool"):
+        return _pool(node, module, args[0])
+    if kind in ("adaptive_avgpool", "adaptive_maxpool"):
+        return _adaptive(node, module, args[0])
+    if kind == "mean":
+        a = list(node.attrs.get("args", ()))
+        kw = dict(node.attrs.get("kwargs", {}))
+        dims = kw.get("dim", a[0] if a else None)
+        keep = kw.get("keepdim", a[1] if len(a) > 1 else False)
+        return _b(args[0].sum(dims, keepdim=keep))
+    if kind in ("add", "mul"):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if len(tensors) == 1:
+            return tensors[0]
+        total = tensors[0]
+        for t in tensors[1:]:
+            total = total + t  # OR of the paths: sum then binarise
+        return _b(total)
+    if kind in _LAYOUT_KINDS:
+        return None  # run the node itself on the 0/1 tensors
+    raise Unmappable(f"{node.name} ({node.attrs.get('reason', kind)})")
+
+
+def effective_masks(captured: Any) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """Boolean effective-weight masks by layer name for the captured input shape, or
+    ``(None, reason)`` when the graph uses an operation outside the module doc's list."""
+    model = captured.model
+    kept: dict[str, torch.Tensor] = {}
+    numel = sum(
+        module_layer(n.module, model.get_submodule(n.module)).weight.numel()
+        for n in captured.weight_nodes()
+    )
+    dtype = torch.float64 if 16 * numel <= FLOAT64_BYTES else torch.float32
+
+    def kept_of(name: str, module: nn.Module) -> torch.Tensor:
+        if name not in kept:
+            layer = module_layer(name, module)
+            keep = layer.mask != 0 if layer.mask is not None else layer.weight != 0
+            kept[name] = keep.to(dtype).requires_grad_(True)
+        return kept[name]
+
+    env: dict[str, Any] = {}
+    outputs = []
+
+    def load(a):
+        return env[a.name] if isinstance(a, torch.fx.Node) else a
+
+    try:
+        with torch.enable_grad():
+            for node in captured.nodes.values():
+                fx = node.fx
+                if node.kind == "input":
+                    env[node.name] = torch.ones((1, *captured.input_shape), dtype=dtype)
+                    continue
+                if node.kind == "output":
+                    outputs = [env[n] for n in node.inputs]
+                    continue
+                if node.kind == "constant":  # a forward argument fixed at its default
+                    env[node.name] = fx.args[0] if fx.args else None
+                    continue
+                if node.kind == "param":  # a constant: no path starts at it (zeros)
+                    value = captured.graph_module
+                    for part in str(fx.target).split("."):
+                        value = getattr(value, part)
+                    is_t = isinstance(value, torch.Tensor)
+                    env[node.name] = torch.zeros(value.shape, dtype=dtype) if is_t else value
+                    continue
+                if node.kind == "meta":  # shape queries feed reshapes; asserts are skipped
+                    name = str(getattr(fx.target, "__name__", fx.target))
+                    asserting = name.startswith("_assert")
+                    env[node.name] = None if asserting else _run(fx, load, model)
+                    continue
+                args = torch.fx.node.map_arg(fx.args, load)
+                module = model.get_submodule(node.module) if node.module is not None else None
+                if not any(isinstance(a, torch.Tensor) for a in _flat(args)):
+                    env[node.name] = _run(fx, load, model)  # shape arithmetic
+                    continue
+                value = _node_value(node, module, args, env, kept_of)
+                env[node.name] = value if value is not None else _run(fx, load, model)
+            tensors = [o for o in outputs if isinstance(o, torch.Tensor)]
+            if not tensors:
+                return None, "the model returns no tensor"
+            total = sum(t.sum() for t in tensors)
+            if not total.requires_grad:
+                return {
+                    name: torch.zeros_like(k, dtype=torch.bool) for name, k in kept.items()
+                }, None
+            total.backward()
+    except Unmappable as exc:
+        return None, f"exact effective sparsity not computed: {exc} is not supported"
+    return {
+        name: (k.detach() > 0)
+        & (k.grad > 0.5 if k.grad is not None else torch.zeros_like(k, dtype=torch.bool))
+        for name, k in kept.items()
+    }, None
+
+
+def _flat(args) -> list:
+    out = []
+    torch.fx.node.map_aggregate(args, lambda a: out.append(a) or a)
+    return out
+
+
+def _run(fx, load, model) -> Any:
+    """Run an fx node on the values computed so far (layout ops, shape queries)."""
+    args = torch.fx.node.map_arg(fx.args, load)
+    kwargs = torch.fx.node.map_arg(fx.kwargs, load)
+    if fx.op == "call_function":
+        return fx.target(*args, **kwargs)
+    if fx.op == "call_method":
+        return getattr(args[0], fx.target)(*args[1:], **kwargs)
+    if fx.op == "call_module":
+        return model.get_submodule(fx.target)(*args, **kwargs)
+    raise Unmappable(f"node {fx.name} ({fx.op})")
+
+
+def with_exact(report: CollapseReport, captured: Any) -> CollapseReport:
+    """The report with per-layer ``effective_kept`` the exact count (module doc), the
+    channel-level count kept as ``channel_effective_kept``."""
+    masks, reason = effective_masks(captured)
+    if masks is None:
+        return report.with_notes(reason, "effective sparsity at channel level (a lower bound)")
+    layers = []
+    for layer in report.layers:
+        if layer.name not in masks:  # a projection inside an attention leaf
+            return report.with_notes(
+                f"exact effective sparsity not computed: layer {layer.name!r} is not in the "
+                "traced graph",
+                "effective sparsity at channel level (a lower bound)",
+            )
+        eff = int(masks[layer.name].sum())
+        layers.append(
+            dataclasses.replace(
+                layer,
+                effective_kept=eff,
+                effective_density=eff / layer.total if layer.total else 0.0,
+                effectively_collapsed=eff == 0,
+                channel_effective_kept=layer.effective_kept,
+            )
+        )
+    eff_total = sum(layer.effective_kept for layer in layers)
+    return dataclasses.replace(
+        report,
+        layers=tuple(layers),
+        effective_kept=eff_total,
+        effective_sparsity=1.0 - eff_total / report.total,
+        effectively_collapsed_layers=tuple(
+            layer.name for layer in layers if layer.effectively_collapsed and not layer.collapsed
+        ),
+        connected=bool(report.connected) and eff_total > 0,
+        effective_exact=True,
+        channel_effective_kept=report.effective_kept,
+        input_shape=tuple(captured.input_shape),
+    )

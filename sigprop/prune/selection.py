@@ -1,0 +1,420 @@
+"""Selection: scores to masks with exact counts and deterministic ties, and the schedules of
+iterative pruning.
+
+* :func:`select` turns scores into binary masks that keep **exactly** :func:`kept_count`
+  entries (globally, per layer, or per layer with given counts), breaking ties
+  deterministically: among equal scores the entry with the smaller flat index (layers in
+  model order, row-major inside a layer) is kept.
+* :func:`schedule` gives the densities of an iterative schedule (SynFlow's exponential one,
+  Tanaka et al. 2020, arXiv 2006.05467, Sec. 6 / Alg. 1; or a linear one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+
+from sigprop.nn.masked import check_density
+from sigprop.prune._checks import _check_scores, validate_mask
+from sigprop.validate import InvalidInput, positive_int
+
+__all__ = ["COUNTINGS", "kept_count", "schedule", "select"]
+
+_SCOPES = ("global", "layer")
+_SCHEDULES = ("exponential", "linear")
+
+
+#: the kept-count conventions of :func:`kept_count`
+COUNTINGS = ("round", "official")
+
+
+def kept_count(density: float, total: int, counting: str = "round") -> int:
+    """Exact number of entries kept at ``density`` out of ``total``.
+
+    ``counting="round"`` (sigprop's rule, the same as the masked layers): ``round(density *
+    total)`` with Python's ``round`` (half to even). ``counting="official"``: ``total −
+    int((1 − density) * total)`` in Python floats, the rule of the reference code of
+    Synaptic-Flow (ganguli-lab/Synaptic-Flow ``Pruners/pruners.py``, ``_global_mask`` /
+    ``_local_mask``: ``k = int((1.0 - sparsity) * numel)`` scores at or below the k-th
+    smallest are pruned, their ``sparsity`` being the fraction kept) and of GraSP
+    (alecwangcq/GraSP ``pruner/GraSP.py``: ``int(len(all_scores) * (1 - ratio))`` removed).
+    The two differ by at most one weight: ``N − ⌊(1−d)N⌋ = ⌈dN⌉`` up to the float rounding
+    of ``(1 − d) N``, against ``dN`` rounded to nearest, so the default keeps at most one
+    weight per round more or fewer than the reference code. Measured
+    (``tests/prune/test_conventions.py``): with ``counting="official"`` the masks are
+    identical to a re-implementation of the reference ``_global_mask``, and 20 rounds of
+    ``prune_at_init(..., "synflow", counting="official")`` reproduce the reference
+    ``prune_loop`` mask bit for bit. At a tie on the threshold the reference prunes every
+    tied score (keeping fewer); sigprop keeps the count exact (ties to the smaller index).
+    """
+    density = check_density(density)
+    total = int(total)
+    if counting == "round":
+        return int(round(density * total))
+    if counting == "official":
+        return total - int((1.0 - density) * total)
+    raise InvalidInput(f"unknown counting {counting!r}; choose one of {', '.join(COUNTINGS)}")
+
+
+def _topk_masks(
+    flats: list[torch.Tensor],
+    k: int,
+    eligible: list[torch.Tensor | None],
+    use_numpy: bool | None = None,
+) -> list[torch.Tensor]:
+    """Boolean masks keeping exactly the ``k`` largest eligible entries of 1-D tensors.
+
+    The tensors are ranked together as if concatenated; ties go to the smaller index of
+    that concatenation. Only entries with ``eligible`` True (all where ``None``) can be
+    kept; ``k`` must not exceed their number. The k-th largest value is found by selection,
+    not sorting (O(N)), over the eligible entries only (so iterative pruning gets cheaper
+    as it goes): ``numpy.partition`` for CPU tensors (about ten times faster than
+    ``torch.kthvalue`` on CPU, measured for 10^6 entries) and ``torch.kthvalue`` elsewhere.
+    Entries above it are kept; among entries equal to it, the ones with the smallest
+    indices fill the remaining places. ``use_numpy`` forces a backend (tests); by default
+    numpy is used when every tensor is on the CPU.
+    """
+    if use_numpy is None:
+        use_numpy = all(f.device.type == "cpu" for f in flats)
+    if use_numpy:
+        arrs = []
+        for f in flats:
+            f = f.detach()
+            if f.dtype not in (torch.float32, torch.float64):
+                f = f.to(torch.float64)  # exact for integer, half and bfloat16 scores
+            arrs.append(f.numpy())
+        elig = [None if e is None else e.cpu().numpy() for e in eligible]
+        backend = np
+        count = np.count_nonzero
+    else:
+        arrs = [f.detach() for f in flats]
+        elig = [None if e is None else e.to(a.device) for e, a in zip(eligible, arrs)]
+        backend = None
+        count = torch.count_nonzero
+    size = (lambda a: a.size) if backend else (lambda a: a.numel())
+    m = sum(size(a) if e is None else int(count(e)) for a, e in zip(arrs, elig))
+
+    def full(a, e, value):
+        if backend:
+            return np.full(a.shape, value, dtype=bool) if e is None or not value else e.copy()
+        if e is None or not value:
+            return torch.full(a.shape, value, dtype=torch.bool, device=a.device)
+        return e.clone()
+
+    if k <= 0 or k >= m:
+        keeps = [full(a, e, k > 0) for a, e in zip(arrs, elig)]
+    else:
+        thr, bands = _kth_largest(arrs, elig, k, m, backend)
+        if bands is not None:
+            return _from_bands(arrs, bands, thr, k)
+        keeps = []
+        for a, e in zip(arrs, elig):
+            keep = a >= thr
+            if e is not None:
+                keep &= e
+            keeps.append(keep)
+        surplus = sum(int(count(kp)) for kp in keeps) - k
+        for keep, a in zip(reversed(keeps), reversed(arrs)):  # drop the last tied entries
+            if surplus <= 0:
+                break
+            tied = (
+                np.flatnonzero(keep & (a == thr))
+                if backend
+                else torch.nonzero(keep & (a == thr)).squeeze(1)
+            )
+            n_tied = int(tied.size if backend else tied.numel())
+            drop = min(surplus, n_tied)
+            keep[tied[n_tied - drop :]] = False
+            surplus -= drop
+    return [torch.from_numpy(kp) if backend else kp for kp in keeps]
+
+
+def _from_bands(arrs, bands, thr, k: int) -> list[torch.Tensor]:
+    """The top-k masks from :func:`_kth_largest`'s bracket: per layer the eligible entries
+    above the bracket (a fresh boolean array, kept as is) and the indices of the eligible
+    entries inside it (the only ones that can equal or straddle ``thr``), so no further pass
+    over all entries is needed. Ties at ``thr`` beyond ``k`` are dropped from the end."""
+    keeps, ties, kept = [], [], 0
+    for a, (over, idx) in zip(arrs, bands):
+        vals = a[idx]
+        over[idx[vals >= thr]] = True
+        ties.append(idx[vals == thr])
+        kept += int(np.count_nonzero(over))
+        keeps.append(over)
+    surplus = kept - k
+    for keep, tied in zip(reversed(keeps), reversed(ties)):
+        if surplus <= 0:
+            break
+        drop = min(surplus, tied.size)
+        keep[tied[tied.size - drop :]] = False
+        surplus -= drop
+    return [torch.from_numpy(kp) for kp in keeps]
+
+
+#: below this many eligible entries the k-th largest is found by one partition of all of
+#: them; above it a strided sample brackets it first (:func:`_kth_largest`)
+_SMALL = 1 << 18
+#: about this many entries in the sample that brackets the k-th largest
+_SAMPLE = 1 << 16
+
+
+def _odd_prime_at_least(n: int) -> int:
+    n = max(3, n | 1)
+    while any(n % p == 0 for p in range(3, math.isqrt(n) + 1, 2)):
+        n += 2
+    return n
+
+
+def _kth_largest(arrs, elig, k: int, m: int, backend):
+    """The k-th largest of the ``m`` eligible entries of ``arrs`` (1 ≤ k < m), exactly, and
+    the bracket it was found in (``None`` when found by a full selection; else per layer
+    the eligible entries above the bracket and the indices of those inside it).
+
+    Small inputs: one selection over the gathered eligible entries (``numpy.partition``, or
+    ``torch.kthvalue`` off the CPU). Large ones (numpy only): a strided sample of the
+    concatenation (a prime stride, so that it does not follow a layer's kernel or channel
+    period) brackets the answer between two sample quantiles ``lo ≤ hi`` chosen six binomial
+    standard deviations either side of the target rank; one counting pass finds the entries
+    above ``hi`` and gathers those in [lo, hi], and a partition of that band gives the
+    answer. If the bracket missed (a rare sample, or heavy ties) the full selection runs.
+    Only the cost depends on the sample, never the result: selecting over
+    11·10⁶ scores (ResNet-18) costs a few passes instead of a partition of all of them.
+    """
+    take = (lambda a, e: np.compress(e, a)) if backend else (lambda a, e: a[e])
+
+    def exact():
+        vals = [a if e is None else take(a, e) for a, e in zip(arrs, elig)]
+        if backend:
+            pooled = vals[0] if len(vals) == 1 else np.concatenate(vals)
+            return np.partition(pooled, m - k)[m - k]
+        pooled = torch.cat([v.to(torch.float64) for v in vals]) if len(vals) > 1 else vals[0]
+        return torch.kthvalue(pooled, m - k + 1).values
+
+    total = sum(a.size if backend else a.numel() for a in arrs)
+    if not backend or m <= _SMALL:
+        return exact(), None
+    stride = _odd_prime_at_least(total // _SAMPLE)
+    sample, offset = [], 0
+    for a, e in zip(arrs, elig):
+        start = (-offset) % stride
+        part = a[start::stride]
+        sample.append(part if e is None else np.compress(e[start::stride], part))
+        offset += a.size
+    s = np.concatenate(sample)
+    n = s.size
+    if n < 256:
+        return exact(), None
+    q = k / m
+    pos = n * (1.0 - q)  # ascending index of the k-th largest in the sample
+    delta = 6.0 * math.sqrt(n * q * (1.0 - q)) + 8.0
+    i_lo, i_hi = math.floor(pos - delta), math.ceil(pos + delta)
+    lo = -np.inf if i_lo < 0 else np.partition(s, min(i_lo, n - 1))[min(i_lo, n - 1)]
+    hi = np.inf if i_hi >= n else np.partition(s, max(i_hi, 0))[max(i_hi, 0)]
+    above, inside_count, insides, overs = 0, 0, [], []
+    for a, e in zip(arrs, elig):
+        over = a > hi
+        if e is not None:
+            over &= e
+        above += int(np.count_nonzero(over))
+        inside = a >= lo
+        inside &= ~over
+        if e is not None:
+            inside &= e
+        inside_count += int(np.count_nonzero(inside))
+        insides.append(inside)
+        overs.append(over)
+    need = k - above
+    if not 1 <= need <= inside_count:
+        return exact(), None
+    bands = [(over, np.flatnonzero(inside)) for over, inside in zip(overs, insides)]
+    if lo == hi:  # the band is one tied value (e.g. the zero scores of unused weights)
+        return lo, bands
+    b = np.concatenate([a[idx] for a, (_, idx) in zip(arrs, bands)])
+    return np.partition(b, b.size - need)[b.size - need], bands
+
+
+def select(
+    scores: Mapping[str, torch.Tensor],
+    density: float,
+    *,
+    scope: str = "global",
+    current: Mapping[str, torch.Tensor] | None = None,
+    min_per_layer: int = 0,
+    dense: Iterable[str] = (),
+    counts: Mapping[str, int] | None = None,
+    counting: str = "round",
+) -> dict[str, torch.Tensor]:
+    """Keep the highest-scoring weights: exact counts, deterministic ties.
+
+    Parameters
+    ----------
+    scores
+        ``{parameter name: score tensor}``; higher scores are kept. Finite real values.
+    density
+        Fraction of weights kept, in (0, 1]. ``scope="global"`` keeps exactly
+        ``round(density * N)`` of the ``N`` weights of all non-``dense`` layers together;
+        ``scope="layer"`` keeps exactly ``round(density * n_l)`` in each layer.
+    scope
+        ``"global"`` (one ranking over all layers) or ``"layer"`` (one ranking per layer).
+    current
+        Optional current masks: entries already pruned are never revived (iterative
+        pruning). Asking to keep more than the current mask has raises ``ValueError``.
+    min_per_layer
+        Protection against layer collapse: every layer keeps at least
+        ``min(min_per_layer, eligible entries)`` of its best weights; the rest of the global
+        budget is filled by the global ranking (``scope="global"``), or the layer count is
+        raised to that minimum (``scope="layer"``).
+    dense
+        Names of layers left unpruned (e.g. DSR's first convolution): they keep every
+        weight, or their ``current`` mask if given; they are excluded from the budget, so
+        ``density`` applies to the other layers.
+    counts
+        Layer-wise counts (``scope="layer"`` only): ``{name: number kept}`` for every
+        non-dense layer, e.g. from :func:`sigprop.prune.allocation.layer_counts` (uniform,
+        ERK, smart ratios); replaces the per-layer ``kept_count(density, n_l)``.
+    counting
+        ``"round"`` or ``"official"``: how ``density`` becomes a count (:func:`kept_count`).
+
+    Returns
+    -------
+    dict[str, torch.Tensor]
+        ``torch.bool`` masks with the shapes of the scores.
+
+    Ties: among equal scores the entry with the smaller flat index wins, where the flat
+    index runs over the layers in the order of ``scores`` (row-major inside each layer).
+    """
+    _check_scores(scores)
+    density = check_density(density)
+    if scope not in _SCOPES:
+        raise InvalidInput(f"unknown scope {scope!r}; choose one of {', '.join(_SCOPES)}")
+    if int(min_per_layer) != min_per_layer or min_per_layer < 0:
+        raise InvalidInput(f"min_per_layer must be a non-negative integer, got {min_per_layer!r}")
+    dense = set(dense)
+    unknown = dense - set(scores)
+    if unknown:
+        raise InvalidInput(f"dense layers {sorted(unknown)} are not among the scored layers")
+    names = [n for n in scores if n not in dense]
+    if not names:
+        raise InvalidInput("every scored layer is marked dense; nothing to prune")
+    if counting not in COUNTINGS:
+        raise InvalidInput(f"unknown counting {counting!r}; choose one of {', '.join(COUNTINGS)}")
+    if counts is not None:
+        if scope != "layer":
+            raise InvalidInput("counts (a layer-wise allocation) need scope='layer'")
+        missing = [n for n in names if n not in counts]
+        if missing:
+            raise InvalidInput(f"counts has no entry for layers {missing}")
+        for n in names:
+            c = counts[n]
+            if isinstance(c, bool) or int(c) != c or not 0 <= c <= scores[n].numel():
+                raise InvalidInput(
+                    f"counts[{n!r}] must be an integer in [0, {scores[n].numel()}], got {c!r}"
+                )
+
+    eligible: dict[str, torch.Tensor | None] = {}
+    available: dict[str, int] = {}
+    for n in names:
+        e = None
+        if current is not None and n in current:
+            e = validate_mask(current[n], scores[n].shape, n).reshape(-1)
+        if e is None:
+            available[n] = scores[n].numel()
+        elif e.device.type == "cpu":
+            available[n] = int(np.count_nonzero(e.numpy()))  # ~6x torch's count on CPU
+        else:
+            available[n] = int(torch.count_nonzero(e))
+        eligible[n] = None if available[n] == scores[n].numel() else e
+
+    def n_eligible(n: str) -> int:
+        return available[n]
+
+    def ranked(n: str) -> torch.Tensor:
+        # compared in their own floating dtype (exact); integers are ranked as float64
+        flat = scores[n].detach().reshape(-1)
+        return flat if flat.is_floating_point() else flat.to(torch.float64)
+
+    masks: dict[str, torch.Tensor] = {}
+    if scope == "layer":
+        for n in names:
+            k = (
+                int(counts[n])
+                if counts is not None
+                else kept_count(density, scores[n].numel(), counting)
+            )
+            k = max(k, min(int(min_per_layer), n_eligible(n)))
+            if k > n_eligible(n):
+                raise InvalidInput(
+                    f"layer {n!r}: density {density} keeps {k} weights but only "
+                    f"{n_eligible(n)} are unpruned (pruning never revives a weight)"
+                )
+            masks[n] = _topk_masks([ranked(n)], k, [eligible[n]])[0].reshape(scores[n].shape)
+    else:
+        total = sum(scores[n].numel() for n in names)
+        k = kept_count(density, total, counting)
+        if k == 0:
+            raise InvalidInput(f"density {density} keeps no weight out of {total}")
+        avail = sum(n_eligible(n) for n in names)
+        if k > avail:
+            raise InvalidInput(
+                f"density {density} keeps {k} weights but only {avail} are unpruned "
+                "(pruning never revives a weight)"
+            )
+        flats = [ranked(n) for n in names]
+        elig = [eligible[n] for n in names]
+        if min_per_layer > 0:
+            reserved = []
+            for n, flat, e in zip(names, flats, elig):
+                r = min(int(min_per_layer), n_eligible(n))
+                reserved.append(_topk_masks([flat], r, [e])[0])
+            n_reserved = sum(int(r.sum()) for r in reserved)
+            if n_reserved > k:
+                raise InvalidInput(
+                    f"min_per_layer={min_per_layer} reserves {n_reserved} weights, more than "
+                    f"the {k} kept at density {density}"
+                )
+            # reserved entries are taken first; the rest compete globally
+            rest = [(~r if e is None else e.to(r.device) & ~r) for e, r in zip(elig, reserved)]
+            keeps = _topk_masks(flats, k - n_reserved, rest)
+            keeps = [kp | r.to(kp.device) for kp, r in zip(keeps, reserved)]
+        else:
+            keeps = _topk_masks(flats, k, elig)
+        for n, keep in zip(names, keeps):
+            masks[n] = keep.reshape(scores[n].shape)
+    for n in scores:
+        if n in dense:  # kept as they are: all ones, or the current mask (never revived)
+            if current is not None and n in current:
+                masks[n] = validate_mask(current[n], scores[n].shape, n).clone()
+            else:
+                masks[n] = torch.ones(scores[n].shape, dtype=torch.bool, device=scores[n].device)
+    return {n: masks[n] for n in scores}
+
+
+def schedule(
+    density: float, rounds: int, kind: str = "exponential", *, start: float = 1.0
+) -> list[float]:
+    """Densities after rounds 1..``rounds`` of an iterative schedule from ``start`` to ``density``.
+
+    ``"exponential"``: d_k = start · (density/start)^(k/rounds), SynFlow's schedule (Tanaka et
+    al. 2020, arXiv 2006.05467, Sec. 6 and Alg. 1: with start = 1, d_k = density^(k/rounds));
+    ``"linear"``: d_k = start − (start − density) k / rounds. ``start`` is the density
+    before the first round (the current density of a model pruned already). The last entry
+    is exactly ``density``.
+    """
+    density = check_density(density)
+    start = check_density(start, "start")
+    if density > start:
+        raise InvalidInput(f"density {density} is above the starting density {start}")
+    rounds = positive_int(rounds, "rounds")
+    rounds = int(rounds)
+    ks = range(1, rounds + 1)
+    if kind == "exponential":
+        out = [start * (density / start) ** (k / rounds) for k in ks]
+    elif kind == "linear":
+        out = [start - (start - density) * k / rounds for k in ks]
+    else:
+        raise InvalidInput(f"unknown schedule {kind!r}; choose one of {', '.join(_SCHEDULES)}")
+    out[-1] = density
+    return out
