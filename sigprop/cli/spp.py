@@ -101,6 +101,12 @@ def _options(args):
         raise InvalidInput("--density and --method go together")
     if args.density is not None:
         density(args.density, "--density")
+        from sigprop.prune import METHODS  # imports torch: after the cheap checks
+
+        if args.method not in METHODS:
+            raise InvalidInput(
+                f"unknown pruning method {args.method!r}; choose one of {', '.join(METHODS)}"
+            )
     return shape
 
 
@@ -132,13 +138,8 @@ def _prune(model, args, x, out):
     import torch
     import torch.nn.utils.prune as torch_prune
 
-    from sigprop.prune import METHODS, attach_masks, convert_from_torch_prune, prune_at_init
-    from sigprop.validate import InvalidInput
+    from sigprop.prune import attach_masks, convert_from_torch_prune, prune_at_init
 
-    if args.method not in METHODS:
-        raise InvalidInput(
-            f"unknown pruning method {args.method!r}; choose one of {', '.join(METHODS)}"
-        )
     if any(n.endswith("_orig") for n, _ in model.named_parameters()):
         sd = convert_from_torch_prune(model.state_dict())
         for m in model.modules():  # back to plain parameters, then sigprop masks
