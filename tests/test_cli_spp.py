@@ -206,3 +206,45 @@ def test_pickle_checkpoint_refused(tmp_path):
         canary=canary,
         match="refusing to unpickle",
     )
+
+
+def test_python_api(tmp_path, user_models):
+    import spp_user_models
+    import torch
+
+    from sigprop.diagnostics import describe, measure, predict
+    from sigprop.plotting import plot_signal_propagation, signal_propagation_records
+
+    torch.manual_seed(0)
+    model = spp_user_models.tiny().eval()
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    spec = describe(model, x)
+    pred, meas = predict(spec, q0=1.0), measure(model, x, spec=spec, n_probes=1)
+    path = plot_signal_propagation(
+        pred, meas, tmp_path / "api.png", block_parts=spec.graph.block_parts
+    )
+    assert path == tmp_path / "api.png"
+    _assert_png(path)
+    rec = signal_propagation_records(pred, meas)
+    assert rec["unit"] == "layer" and [r["name"] for r in rec["rows"]] == ["0", "3", "6"]
+    # a module the measurement lacks is listed, not dropped
+    meas.nodes.pop("3")
+    rec = signal_propagation_records(pred, meas)
+    assert {"name": "3", "lacks": "measured"} in rec["missing"]
+    assert rec["rows"][1]["measured"]["q"] is None and rec["rows"][1]["q_rel_err"] is None
+
+
+def test_text_output(tmp_path, user_models):
+    png = tmp_path / "t.png"
+    out = run_cli(
+        ["spp", "spp_user_models:tiny", "--allow-import", "--input-shape", "3,8,8"]
+        + ["--batch", "4", "--out", str(png)],
+        timeout=60,
+    )
+    assert out.status == 0, out.stderr
+    _assert_png(png)
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["layer", "q", "pred"]
+    assert [ln.split()[0] for ln in lines[2:5]] == ["0", "3", "6"]
+    assert any(ln.startswith("median relative error of q: ") for ln in lines)
+    assert lines[-1].startswith(f"wrote {png} in ")
