@@ -11,7 +11,8 @@ engine's prediction (``describe`` + ``predict(spec, q0=1)``) against the hooks' 
 the gradient flow, drawn by :func:`sigprop.plotting.plot_signal_propagation`.
 
 Exit status: 0 the plot was written; 2 unusable input (spec, shape, method, density, file;
-one line on stderr); 3 an internal error.
+one line on stderr); 3 an internal error (the graph engine failing on its own translation of
+the model included).
 """
 
 from __future__ import annotations
@@ -208,7 +209,12 @@ def run(args: argparse.Namespace) -> int:
             + "; ".join(map(str, spec.unmapped))[:300]
         )
     t = time.perf_counter()
-    pred = predict(spec, q0=1.0)
+    try:
+        pred = predict(spec, q0=1.0)
+    except InvalidInput as exc:  # the engine on sigprop's own translation: not the user's input
+        from sigprop.cli import InternalError
+
+        raise InternalError(f"the graph engine cannot propagate this model: {exc}") from exc
     timings["predict_s"] = time.perf_counter() - t
     t = time.perf_counter()
     # one probe for the per-layer arrays (not plotted); the per-module records (the plot)
