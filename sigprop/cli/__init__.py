@@ -38,7 +38,7 @@ class InternalError(Exception):
 
 
 #: Subcommand modules, in the order ``sigprop --help`` lists them.
-SUBCOMMANDS = ("eoc", "phase", "check", "demo", "figures", "sweep", "plot_watch")
+SUBCOMMANDS = ("eoc", "phase", "check", "demo", "figures", "sweep", "plot_watch", "spp")
 
 
 def build_parser() -> argparse.ArgumentParser:
