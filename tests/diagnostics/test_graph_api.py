@@ -2,7 +2,6 @@
 nodes reported by name, attention's temperature not read as a residual scale."""
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
@@ -71,10 +70,8 @@ def test_gradient_flow_predicts_a_torchvision_resnet():
 
 
 def test_timm_attention_scale_is_not_a_residual_scale():
-    timm = pytest.importorskip("timm")
-    from sigprop.nn.arch import build_model
+    from sigprop.nn.arch import build_model  # timm through the torchvision shim (nn.arch)
 
-    del timm
     model = build_model("timm:vit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=10)
     spec = describe(model)
     assert all(layer.residual_scale is None for layer in spec.layers)
@@ -84,3 +81,15 @@ def test_timm_attention_scale_is_not_a_residual_scale():
     assert spec.unmapped and pred.unreachable  # class token/position embedding: named, not guessed
     meas = measure(model.eval(), x, spec=spec, dtype=torch.float32)
     assert "patch_embed.proj" in pred.nodes and "patch_embed.proj" in meas.nodes
+
+
+def test_timm_adaptive_pool_with_an_int_output_size_is_translated():
+    # timm's SelectAdaptivePool2d holds nn.AdaptiveAvgPool2d(1): one int for both dims
+    from sigprop.nn.arch import build_model
+
+    model = build_model("timm:resnet18", num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    spec = describe(model, x)
+    assert not spec.unmapped
+    pred = predict(spec, q0=1.0, backward=False)
+    assert not pred.unreachable and "fc" in pred.nodes

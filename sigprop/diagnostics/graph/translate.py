@@ -367,6 +367,8 @@ def _one(b: _Builder, node: GraphNode, m, base: str, ins, lay: str) -> str:
     if k == "adaptive_avgpool":
         size = m.output_size if m is not None else a["kwargs"].get("output_size", a["args"][0])
         size = [None if s is None else int(s) for s in np.atleast_1d(np.array(size, dtype=object))]
+        if len(size) == 1:  # torch: one int is the size of every spatial dim
+            size = size * b.rank(x)
         return b.emit(base, "adaptive_avg_pool", [x], {"output_size": size})
     if k == "mean":
         dims = a["kwargs"].get("dim", a["args"][0] if a["args"] else None)
