@@ -2,6 +2,7 @@
 nodes reported by name, attention's temperature not read as a residual scale."""
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -93,3 +94,21 @@ def test_timm_adaptive_pool_with_an_int_output_size_is_translated():
     assert not spec.unmapped
     pred = predict(spec, q0=1.0, backward=False)
     assert not pred.unreachable and "fc" in pred.nodes
+
+
+@pytest.mark.parametrize(("shift", "tok"), [(0.0, False), (1.5, False), (20.0, True)])
+def test_measured_channel_statistics_against_float64(shift, tok):
+    # per-channel sums in float64 of a float32 activation: relative error ~1e-7 per element
+    # square, ~1e-7·(mean²/var) for the variance by cancellation (400 at shift 20)
+    from sigprop.diagnostics.graph.nodes import _stats
+
+    y = torch.randn(16, 8, 5, 5, generator=torch.Generator().manual_seed(0)) * 1.0 + shift
+    if tok:
+        y = y.reshape(16, 8, 25).transpose(1, 2)  # (B, T, D): channels last
+    got = _stats(y, tok)
+    yd = y.double().movedim(-1, 1) if tok else y.double()
+    per_ch = yd.transpose(0, 1).reshape(8, -1)
+    assert got["q"] == pytest.approx(float(yd.pow(2).mean()), rel=1e-6)
+    assert got["mean"] == pytest.approx(float(yd.mean()), rel=1e-6, abs=1e-9)
+    assert got["avg_sq_ch_mean"] == pytest.approx(float(per_ch.mean(1).pow(2).mean()), rel=1e-6)
+    assert got["avg_ch_var"] == pytest.approx(float(per_ch.var(1).mean()), rel=1e-4)

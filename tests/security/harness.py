@@ -21,6 +21,7 @@ import dataclasses
 import os
 import resource
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -75,6 +76,10 @@ def run_cli(
             code = 99
             try:
                 os.setpgid(0, 0)  # its own group, so a timeout kills what it started too
+                if "torch" in sys.modules:
+                    # the parent's OpenMP thread team does not survive the fork (libgomp is
+                    # not fork-safe: a parallel region in the child can wait forever on it)
+                    sys.modules["torch"].set_num_threads(1)
                 resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
                 if cwd is not None:
                     os.chdir(cwd)
@@ -85,7 +90,6 @@ def run_cli(
                 for fd, path in ((1, out_path), (2, err_path)):
                     f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                     os.dup2(f, fd)
-                import sys
 
                 sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
                 sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115

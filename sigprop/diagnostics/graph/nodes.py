@@ -76,24 +76,30 @@ def predicted_nodes(tr: Translation, result) -> tuple[dict, tuple[str, ...]]:
 
 
 def _stats(y: torch.Tensor, tok: bool) -> dict:
-    y = y.detach().to(torch.float64)
+    """Brock et al.'s statistics from per-channel sums accumulated in float64 (one pass over
+    the output and one over its square; no float64 copy of the activation)."""
+    y = y.detach()
     n = y.shape[0]
     if tok and y.ndim >= 3:
         y = y.movedim(-1, 1)
     flat = y.reshape(n, y.shape[1] if y.ndim > 1 else 1, -1)
-    per_ch = flat.transpose(0, 1).reshape(flat.shape[1], -1)
+    count = flat.shape[0] * flat.shape[2]  # samples × positions per channel
+    s1 = flat.sum(dim=(0, 2), dtype=torch.float64)
+    s2 = (flat * flat).sum(dim=(0, 2), dtype=torch.float64)
+    ch_mean = s1 / count
     rec = {
-        "q": float(y.pow(2).mean()),
-        "mean": float(y.mean()),
-        "avg_sq_ch_mean": float(per_ch.mean(dim=1).pow(2).mean()),
-        "avg_ch_var": float(per_ch.var(dim=1).mean()) if per_ch.shape[1] > 1 else math.nan,
+        "q": float(s2.sum()) / (count * s2.numel()),
+        "mean": float(s1.sum()) / (count * s1.numel()),
+        "avg_sq_ch_mean": float(ch_mean.pow(2).mean()),
+        # unbiased variance over batch × space, as torch's var
+        "avg_ch_var": float(((s2 - s1 * ch_mean) / (count - 1)).mean()) if count > 1 else math.nan,
         "correlation": None,
     }
     pairs = n // 2
     if pairs:
         a, b = flat[0 : 2 * pairs : 2], flat[1 : 2 * pairs : 2]
-        den = 0.5 * float(a.pow(2).sum() + b.pow(2).sum())
-        rec["correlation"] = float((a * b).sum()) / den if den > 0 else math.nan
+        den = 0.5 * float((a * a).sum(dtype=torch.float64) + (b * b).sum(dtype=torch.float64))
+        rec["correlation"] = float((a * b).sum(dtype=torch.float64)) / den if den > 0 else math.nan
     return rec
 
 
