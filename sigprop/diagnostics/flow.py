@@ -99,8 +99,9 @@ def gradient_flow(
         samples, as the backward mean-field theory assumes; Schoenholz et al. 2017,
         arXiv 1611.01232, §3). With a real loss the cross-sample terms of a batch gradient
         need not follow the single-input theory.
-    spec: ``describe(model, example_input=first batch)`` if not given (``describe(model)``
-        for a model torch.fx cannot trace); ``seed``: the random projection's probes.
+    spec: ``describe(model)`` if not given, or ``describe(model, example_input=first batch)``
+        where the closed forms do not cover the model (and torch.fx can trace it);
+        ``seed``: the random projection's probes.
     predict_kwargs: passed to ``predict`` (q0/c0 default to the first batch's moments).
 
     The theory columns come from ``predict``: the graph engine for any model traced with
@@ -115,10 +116,12 @@ def gradient_flow(
     if first is None:
         raise InvalidInput("data contains no batch")
     if spec is None:
-        try:  # the first batch's shape lets any traceable model through the graph engine
-            spec = describe(model, example_input=_check_inputs(first[0]))
-        except InvalidInput:
-            spec = describe(model)
+        spec = describe(model)  # chains and sigprop's residual nets: the closed forms
+        if not spec.complete:
+            try:  # the first batch's shape lets any traceable model through the graph engine
+                spec = describe(model, example_input=_check_inputs(first[0]))
+            except InvalidInput:
+                pass
     names = tuple(n for n in spec.names if not _inside_attention(model, n))
     work = _model_in(model, dtype)
     device = _device(work)

@@ -145,7 +145,7 @@ _DEFAULT = {
     ("resnet18", True, 1.0),
     ("resnet18", True, 0.1),
     ("resnet18", False, 0.1),
-    ("vgg16_bn", True, 0.1),
+    ("vgg16_bn", True, 1.0),
     ("densenet121", True, 0.1),
     ("mobilenet_v2", True, 0.1),
     ("transformer", True, 1.0),
