@@ -21,7 +21,7 @@ E[x̃x̃′]/E[σ²], exact when the centred batch covariance is isotropic on it
 Backward (Yang et al. 2019, §3: gradients through the batch statistics): with ŷ the
 normalised set vector, δ_x = (γ/σ)(I − 11ᵀ/N − ŷŷᵀ/N)δ_y, a projection. For δ uncorrelated
 across elements and independent of ŷ, E[δ_x,i²] = γ² E[1/σ²] Σ_j E[M_ij²] g_j
-= γ² E[1/σ²] [g_i (1 − 2(1 + r_i)/N) + (ḡ + r_i·mean(r g))/N], r_i = E[ŷ_i²]; E[1/σ²] from
+= γ² E[1/σ²] (g_i (1 − 2(1 + r_i)/N) + (ḡ + r_i·mean(r g))/N), r_i = E[ŷ_i²]; E[1/σ²] from
 N σ² ≈ a χ²_ν (Satterthwaite, ν = (tr K̃)²/tr K̃²): (1/v)·ν/(ν − 2) (ν capped below at 4).
 It is this 1/v with v the *centred* variance that makes deep BN chains explode
 (ReLU: π/(π − 1) per layer at large B, Yang et al. 2019, Thm. 3.10).
