@@ -94,9 +94,9 @@ def main() -> None:
         "",
         "`measure` runs the batch forward and backward twice (the per-module records the plot "
         "draws, then the per-weight-layer arrays of `Measurement` with one probe), and its "
-        "forward hooks compute float64 statistics of every module's output (151 modules of "
-        "ResNet-50, up to 25.7 million elements each at B = 32): most of its time beyond twice the "
-        "forward + backward row is those statistics.",
+        "forward hooks accumulate per-channel sums of every module's output and its square in "
+        "float64 (151 modules of ResNet-50, up to 25.7 million elements each at B = 32): the "
+        "time beyond twice the forward + backward row is those passes.",
     ]
     text = "\n".join(lines)
     save_report(RESULTS, text)
