@@ -10,9 +10,9 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair, _single
 
 from sigprop.nn.dct.sparse_part import _SparsePart
-from sigprop.nn.dct.transform import _check_size, dct2, dct_matrix
+from sigprop.nn.dct.transform import dct2, dct_matrix
 from sigprop.nn.masked import check_density
-from sigprop.validate import InvalidInput
+from sigprop.validate import InvalidInput, positive_int
 
 
 class DCTPlusSparseLinear(_SparsePart, nn.Module):
@@ -73,8 +73,8 @@ class DCTPlusSparseLinear(_SparsePart, nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         nn.Module.__init__(self)
-        _check_size("in_features", in_features)
-        _check_size("out_features", out_features)
+        positive_int(in_features, "in_features")
+        positive_int(out_features, "out_features")
         density = check_density(density)
         self.in_features = in_features
         self.out_features = out_features
@@ -156,8 +156,8 @@ class _DCTPlusSparseConvNd(_SparsePart, nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         nn.Module.__init__(self)
-        _check_size("in_channels", in_channels)
-        _check_size("out_channels", out_channels)
+        positive_int(in_channels, "in_channels")
+        positive_int(out_channels, "out_channels")
         density = check_density(density)
         tup = _pair if self._dims == 2 else _single
         self.in_channels = in_channels
@@ -168,7 +168,7 @@ class _DCTPlusSparseConvNd(_SparsePart, nn.Module):
         self.dilation = tup(dilation)
         for name in ("kernel_size", "stride", "dilation"):
             for v in getattr(self, name):
-                _check_size(name, v)
+                positive_int(v, name)
         for v in self.padding:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise InvalidInput(f"padding must be a non-negative integer, got {padding!r}")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +24,8 @@ def dct_matrix(
     orthonormal DCT-II matrix, N = max(n_in, n_out) (arXiv 2102.07655 §3). For reference
     and diagnostics only; the layers never build it. The formula is
     :func:`sigprop.theory.pruned.dct_matrix`, here as a tensor."""
-    _check_size("n_out", n_out)
-    _check_size("n_in", n_in)
+    positive_int(n_out, "n_out")
+    positive_int(n_in, "n_in")
     d = _theory_dct_matrix(n_out, n_in)
     return torch.as_tensor(d, dtype=torch.float64, device=device).to(dtype)
 
@@ -37,7 +36,7 @@ def dct2(x: Tensor, n_out: int | None = None) -> Tensor:
     N-point FFT (Makhoul 1980, IEEE TASSP 28(1), §II). Differentiable; the backward pass is
     :func:`dct3` (Dᵀ), also O(N log N)."""
     n_out = x.shape[-1] if n_out is None else n_out
-    _check_size("n_out", n_out)
+    positive_int(n_out, "n_out")
     return _DCT2.apply(x, n_out)
 
 
@@ -46,7 +45,7 @@ def dct3(g: Tensor, n_in: int) -> Tensor:
     :func:`dct2`, i.e. the first ``n_in`` outputs of the orthonormal DCT-III (= inverse
     DCT-II, as the N-point DCT-II matrix is orthogonal) of g zero-padded to N, by one
     N-point inverse real FFT (Makhoul 1980, §II, inverse). Differentiable."""
-    _check_size("n_in", n_in)
+    positive_int(n_in, "n_in")
     return _DCT3.apply(g, n_in)
 
 
@@ -129,10 +128,6 @@ def _twiddle(
             _TWIDDLE_CACHE.clear()
         _TWIDDLE_CACHE[key] = hit
     return hit
-
-
-def _check_size(name: str, value: Any) -> None:
-    value = positive_int(value, name)
 
 
 # ---------------------------------------------------------------------------------------
