@@ -2,7 +2,7 @@
 
 :func:`fit` is the step every training in the package takes: forward, loss, backward,
 pruned gradients zeroed, optimiser step, masks re-applied
-(:func:`~sigprop.nn.masked.masked_step_`), with callbacks at fixed points. It lives here, in
+(:func:`~sigprop.nn.prunable.masked_step_`), with callbacks at fixed points. It lives here, in
 ``sigprop.nn`` beside ``masked_step_`` and ``as_batches``, so that both
 ``sigprop.prune`` (the short trainings of K-starts and dissipating gradients) and
 ``sigprop.experiments.train`` (full runs with evaluation, schedules and recorders) build on
@@ -135,7 +135,7 @@ def fit(
         See the module docstring.
     masked : iterable of modules, optional
         The masked modules whose pruned weights stay zero (default:
-        :func:`~sigprop.nn.masked.masked_modules` of ``model``).
+        :func:`~sigprop.nn.prunable.masked_modules` of ``model``).
     stop_on_nonfinite : bool
         Read every loss (one device synchronisation per step) and stop before the backward
         pass of the first non-finite one; :attr:`FitResult.diverged_at` names that step.

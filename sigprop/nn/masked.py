@@ -35,15 +35,9 @@ __all__ = [
     "MaskedConv2d",
     "MaskedLinear",
     "MaskedMixin",
-    "apply_masks_",
     "as_generator",
     "check_density",
-    "masked_modules",
-    "masked_step_",
-    "prunable_layers",
     "random_mask",
-    "reapply_mask_",
-    "require_prunable",
     "validate_mask",
 ]
 
@@ -414,15 +408,3 @@ def _default_reset(module: nn.Module, generator: torch.Generator | None) -> None
 def _check_finite_weight(layer: nn.Module) -> None:
     if not torch.isfinite(layer.weight).all():
         raise InvalidInput(f"{type(layer).__name__}: weight contains NaN or inf")
-
-
-# The walkers over a model's prunable layers live in sigprop.nn.prunable; importable from
-# here as before.
-from sigprop.nn.prunable import (  # noqa: E402
-    apply_masks_,
-    masked_modules,
-    masked_step_,
-    prunable_layers,
-    reapply_mask_,
-    require_prunable,
-)

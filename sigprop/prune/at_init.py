@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sigprop.nn.masked import as_generator, check_density, require_prunable
+from sigprop.nn.masked import as_generator, check_density
+from sigprop.nn.prunable import require_prunable
 from sigprop.prune._checks import _all_finite
 from sigprop.prune.allocation import ALLOCATIONS, layer_counts
 from sigprop.prune.dissipating import dissipating_masks, kstarts_dissipating_masks

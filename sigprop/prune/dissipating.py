@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from sigprop.nn.loop import Callback
-from sigprop.nn.masked import check_density, require_prunable
+from sigprop.nn.masked import check_density
+from sigprop.nn.prunable import require_prunable
 from sigprop.nn.utils import as_batches
 from sigprop.prune.kstarts import kstarts_masks, short_train
 from sigprop.prune.masks import (

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from sigprop.nn.masked import require_prunable
+from sigprop.nn.prunable import require_prunable
 from sigprop.validate import InvalidInput, positive_int
 
 __all__ = ["DSR", "DSRRecord", "dsr_dense_layers"]

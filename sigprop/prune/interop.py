@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from sigprop.nn.masked import require_prunable
+from sigprop.nn.prunable import require_prunable
 from sigprop.prune._checks import validate_mask
 from sigprop.validate import InvalidInput
 

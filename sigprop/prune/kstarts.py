@@ -34,7 +34,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sigprop.nn.loop import Callback, check_callbacks, fit
-from sigprop.nn.masked import as_generator, require_prunable
+from sigprop.nn.masked import as_generator
+from sigprop.nn.prunable import require_prunable
 from sigprop.nn.utils import as_batches
 from sigprop.prune.masks import apply, current_masks, select
 from sigprop.prune.saliency import _check_batch, random_scores

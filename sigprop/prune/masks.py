@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from sigprop.nn.masked import prunable_layers, reapply_mask_, require_prunable
+from sigprop.nn.prunable import prunable_layers, reapply_mask_, require_prunable
 from sigprop.prune._checks import _all_finite as _all_finite
 from sigprop.prune._checks import _check_scores as _check_scores
 from sigprop.prune._checks import validate_mask

@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sigprop.nn.masked import as_generator, require_prunable
+from sigprop.nn.masked import as_generator
+from sigprop.nn.prunable import require_prunable
 from sigprop.nn.utils import as_batches
 from sigprop.prune._checks import _all_finite
 from sigprop.validate import InvalidInput, positive_int

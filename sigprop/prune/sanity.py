@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sigprop.nn.masked import as_generator, require_prunable
+from sigprop.nn.masked import as_generator
+from sigprop.nn.prunable import require_prunable
 from sigprop.prune.at_init import METHODS, PruneResult, prune_at_init
 from sigprop.prune.masks import DensityReport, apply, current_masks, density_report, tied_layers
 from sigprop.prune.scores import SCORERS

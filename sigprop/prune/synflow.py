@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from sigprop.nn.activation import is_elementwise
-from sigprop.nn.masked import require_prunable
+from sigprop.nn.prunable import require_prunable
 from sigprop.nn.utils import as_batches
 from sigprop.prune.masks import _computes_masked, _masked_forward_pre_hook, validate_mask
 from sigprop.prune.saliency import _grads, _weights_and_masks

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from sigprop.nn import DCTPlusSparseLinear, MaskedLinear
-from sigprop.nn.masked import (
+from sigprop.nn.prunable import (
     apply_masks_,
     masked_modules,
     masked_step_,

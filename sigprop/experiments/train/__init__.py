@@ -20,9 +20,9 @@ set it yourself for CUDA).
 
 Masks
 -----
-Every module with a ``weight_mask`` buffer (``sigprop.nn.masked.masked_modules``: sigprop's
+Every module with a ``weight_mask`` buffer (``sigprop.nn.prunable.masked_modules``: sigprop's
 masked and DCT-plus-sparse layers, or anything following that convention) is stepped with
-``sigprop.nn.masked.masked_step_`` — pruned gradients zeroed, optimiser step, mask
+``sigprop.nn.prunable.masked_step_`` — pruned gradients zeroed, optimiser step, mask
 re-applied (its own ``apply_mask_()`` when it has one, else pruned weights set to 0) — so
 neither momentum nor weight decay can revive a pruned weight.
 
