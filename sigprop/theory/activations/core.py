@@ -102,11 +102,16 @@ class Activation:
         return float(self.params.get("alpha", 0.0))
 
     @property
+    def _family_alpha(self) -> float:
+        """:attr:`alpha` for the ReLU family and linear, 0 for the rest (the closed forms'
+        argument)."""
+        return self.alpha if self.kind in ("linear", "relu") else 0.0
+
+    @property
     def homogeneous_gain(self) -> float | None:
         """E[φ(z)²] when φ is positively homogeneous (linear, ReLU family; then the q-map is
         linear in q and χ₁ = σ_w²·gain at every q), else ``None``."""
-        alpha = self.alpha if self.kind in ("linear", "relu") else 0.0
-        return _closed.homogeneous_gain(self.kind, alpha)
+        return _closed.homogeneous_gain(self.kind, self._family_alpha)
 
     @property
     def has_closed_forms(self) -> bool:
@@ -116,15 +121,13 @@ class Activation:
     def closed_moments(self, q) -> dict[str, np.ndarray] | None:
         """Closed-form ``g0``, ``g1``, ``dg0``, ``dg1`` at variance q, or ``None``
         (:mod:`sigprop.theory.activations.closed`)."""
-        alpha = self.alpha if self.kind in ("linear", "relu") else 0.0
-        return _closed.moments(self.kind, alpha, np.asarray(q, dtype=float))
+        return _closed.moments(self.kind, self._family_alpha, np.asarray(q, dtype=float))
 
     def closed_kernel(self, q, c):
         """Closed-form dual kernel ``(K, dK)`` at variance q and correlation c, or ``None``
         (:mod:`sigprop.theory.activations.closed`)."""
-        alpha = self.alpha if self.kind in ("linear", "relu") else 0.0
         return _closed.kernel(
-            self.kind, alpha, np.asarray(q, dtype=float), np.asarray(c, dtype=float)
+            self.kind, self._family_alpha, np.asarray(q, dtype=float), np.asarray(c, dtype=float)
         )
 
     @classmethod
