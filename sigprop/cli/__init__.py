@@ -38,7 +38,17 @@ class InternalError(Exception):
 
 
 #: Subcommand modules, in the order ``sigprop --help`` lists them.
-SUBCOMMANDS = ("eoc", "phase", "check", "demo", "figures", "sweep", "plot_watch", "spp")
+SUBCOMMANDS = (
+    "eoc",
+    "phase",
+    "check",
+    "demo",
+    "figures",
+    "sweep",
+    "plot_watch",
+    "spp",
+    "trainability",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,31 +73,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _check_spec(spec: str, allow_import: bool, what: str) -> str:
-    from sigprop.nn.arch import parse_arch_spec
-    from sigprop.validate import InvalidInput
-
-    source, _ = parse_arch_spec(spec)
-    if source not in ("torchvision", "timm") and not allow_import:
-        raise InvalidInput(
-            f"{what} {spec!r} names a Python module: importing it runs code; pass "
-            "--allow-import if you would run that module as a script"
-        )
-    return spec.strip()
-
-
 def _options(args):
     """Everything checkable before torch is imported."""
     from sigprop.cli.check import parse_input_shape
+    from sigprop.cli.models import check_model_spec
     from sigprop.validate import InvalidInput, density, nonneg_int, positive_int
 
     shape = parse_input_shape(args.input_shape)
     positive_int(args.batch, "--batch")
     nonneg_int(args.seed, "--seed")
     if args.arch is not None:
-        _check_spec(args.arch, args.allow_import, "--arch")
+        check_model_spec(args.arch, args.allow_import, "--arch")
     else:
-        _check_spec(args.model, args.allow_import, "MODEL")
+        check_model_spec(args.model, args.allow_import, "MODEL")
     if (args.density is None) != (args.method is None):
         raise InvalidInput("--density and --method go together")
     if args.density is not None:
@@ -111,74 +99,16 @@ def _options(args):
     return shape
 
 
-def _build(args, shape):
-    import torch
-
-    from sigprop.validate import InvalidInput
-
-    torch.manual_seed(args.seed)
-    if args.arch is None:
-        from sigprop.nn.arch import build_model
-
-        return build_model(args.model), None
-    from sigprop.diagnostics.collapse.from_arch import load_arch
-    from sigprop.io import CheckpointError, load_checkpoint
-
-    ckpt = load_checkpoint(args.model, trust_pickle=False)
-    try:
-        model, _ = load_arch(args.arch.strip(), ckpt)
-    except CheckpointError:
-        raise
-    except InvalidInput as exc:  # its message may quote names from the file
-        raise CheckpointError(str(exc)) from None
-    return model, ckpt.path
-
-
-def _prune(model, args, x, out):
-    """Prune at init; returns a line for the output."""
-    import torch
-    import torch.nn.utils.prune as torch_prune
-
-    from sigprop.prune import attach_masks, convert_from_torch_prune, prune_at_init
-
-    if any(n.endswith("_orig") for n, _ in model.named_parameters()):
-        sd = convert_from_torch_prune(model.state_dict())
-        for m in model.modules():  # back to plain parameters, then sigprop masks
-            for name in [k[: -len("_orig")] for k in m._parameters if k.endswith("_orig")]:
-                torch_prune.remove(m, name)
-        attach_masks(model)
-        model.load_state_dict(sd, strict=False)
-    else:
-        attach_masks(model)
-    gen = torch.Generator().manual_seed(args.seed + 1)
-    n_out = out.reshape(out.shape[0], -1).shape[1]
-    y = torch.randint(0, n_out, (x.shape[0],), generator=gen)
-    data = (torch.randn(x.shape, generator=gen), y)
-    result = prune_at_init(
-        model, args.method, args.density, data=data, generator=args.seed, progress=False
-    )
-    from sigprop.prune.scores import SCORERS
-
-    scorer = SCORERS.get(args.method)
-    data_driven = scorer is None or scorer.needs_data  # the training-based methods too
-    note = f"pruned at init: {args.method} to density {result.density:g}"
-    if data_driven:
-        note += (
-            f" (scores from a random N(0, 1) batch of {x.shape[0]} inputs with uniformly "
-            f"random labels in [0, {n_out}), not from data)"
-        )
-    return note
-
-
 def run(args: argparse.Namespace) -> int:
     shape = _options(args)
     timings = {}
     t0 = time.perf_counter()
     import torch
 
+    from sigprop.cli.models import build_or_load, prune_for_cli
     from sigprop.validate import InvalidInput
 
-    model, path = _build(args, shape)
+    model, path = build_or_load(args.model, args.arch, args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.batch, *shape, generator=gen)
     model.eval()
@@ -194,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     notes = []
     if args.density is not None:
         t = time.perf_counter()
-        notes.append(_prune(model, args, x, out))
+        notes.append(prune_for_cli(model, args.method, args.density, x, out, args.seed))
         timings["prune_s"] = time.perf_counter() - t
     model.train(bool(args.train_mode))
     from sigprop.diagnostics import describe, measure, predict

@@ -12,6 +12,8 @@
     singular values of the input–output Jacobian (``jacobian``).
 ``check_collapse(...)``
     layer collapse, dead units and effective sparsity (``collapse``).
+``trainability(model, inputs=None)``
+    will it train? The theory's indicators combined by a documented rule (``trainable``).
 """
 
 from sigprop.diagnostics.collapse import check_collapse
@@ -20,6 +22,7 @@ from sigprop.diagnostics.jacobian import JacobianSpectrum, jacobian_spectrum
 from sigprop.diagnostics.measure import GradientFlow, Measurement, gradient_flow, measure
 from sigprop.diagnostics.predict import Prediction, input_moments, predict
 from sigprop.diagnostics.spec import LayerSpec, ModelSpec, UnitDensity, describe
+from sigprop.diagnostics.trainable import Trainability, trainability
 
 __all__ = [
     "Agreement",
@@ -29,6 +32,7 @@ __all__ = [
     "Measurement",
     "ModelSpec",
     "Prediction",
+    "Trainability",
     "UnitDensity",
     "check_collapse",
     "compare",
@@ -38,4 +42,5 @@ __all__ = [
     "jacobian_spectrum",
     "measure",
     "predict",
+    "trainability",
 ]

@@ -99,6 +99,9 @@ class Prediction:
         values (``sigprop.theory.spectra.JacobianDensity``: atoms, continuous density on a
         grid, ``cdf(t)``); else ``None``.
     notes: assumptions and anything the prediction had to leave out.
+    c_slope: (L,) chains with c0: dc^l/dc^{l−1}, the slope of layer l's correlation map along
+        the trajectory (Π c_slope = dc^L/dc^0, the sensitivity of the output correlation to
+        the input's), else ``None``.
     block_names: residual specs only (else empty): the residual blocks in forward order.
     stream_q: (B,) residual specs: E[y_b²] of the residual stream after block b, ``None``
         otherwise.
@@ -129,6 +132,7 @@ class Prediction:
     jacobian_moments: np.ndarray | None = None
     jacobian_density: object | None = None
     notes: tuple[str, ...] = ()
+    c_slope: np.ndarray | None = None
     block_names: tuple[str, ...] = ()
     stream_q: np.ndarray | None = None
     stream_c: np.ndarray | None = None
@@ -156,6 +160,7 @@ class Prediction:
             if self.jacobian_density is None
             else _law_dict(self.jacobian_density),
             "notes": list(self.notes),
+            "c_slope": _arr(self.c_slope),
             "block_names": list(self.block_names),
             "stream_q": _arr(self.stream_q),
             "stream_c": _arr(self.stream_c),
@@ -167,8 +172,9 @@ class Prediction:
 
 
 def _layer_maps(activation: str | None, q_prev: float, c_prev: float | None):
-    """(E φ(√q z)², E φ′(√q z)², E φ(u_a)φ(u_b)) at variance q_prev, correlation c_prev,
-    from ``sigprop.theory.meanfield`` (``None`` = the identity, ``"linear"`` in the registry).
+    """(E φ(√q z)², E φ′(√q z)², E φ(u_a)φ(u_b), E φ′(u_a)φ′(u_b)) at variance q_prev,
+    correlation c_prev, from ``sigprop.theory.meanfield`` (``None`` = the identity,
+    ``"linear"`` in the registry); the two pair kernels are ``None`` without c_prev.
 
     The covariance uses the kernel directly, not ``meanfield.c_map``: off the fixed point the
     correlation must be normalised by the *new* variance q^l, not by q^{l−1}.
@@ -177,10 +183,11 @@ def _layer_maps(activation: str | None, q_prev: float, c_prev: float | None):
 
     act = "linear" if activation is None else activation
     mom = meanfield.moments(act, q_prev)
-    cov = None
+    cov = dcov = None
     if c_prev is not None and q_prev > 0:
-        cov = float(meanfield.kernel(act, q_prev, c_prev)[0])
-    return float(mom["g0"]), float(mom["g1"]), cov
+        k, dk = meanfield.kernel(act, q_prev, c_prev)
+        cov, dcov = float(k), float(dk)
+    return float(mom["g0"]), float(mom["g1"]), cov, dcov
 
 
 def predict(
@@ -299,15 +306,21 @@ def predict(
     q = np.zeros(n)
     c = np.zeros(n) if c0 is not None else None
     chi = np.zeros(n)
+    slope = np.zeros(n) if c0 is not None else None
     second = np.zeros(n)  # E[(x^{l-1})²]: the mean square of layer l's input
     q_prev, c_prev, act_prev = q0, c0, None
     for i, layer in enumerate(layers):
-        second[i], dphi2, cov = _layer_maps(act_prev, q_prev, c_prev)
+        second[i], dphi2, cov, dcov = _layer_maps(act_prev, q_prev, c_prev)
         q[i] = sw2[i] * second[i] + sb2[i]
         chi[i] = sw2[i] * dphi2
         if c is not None:
             # q_ab^l = σ_w² E[φ(u_a)φ(u_b)] + σ_b², c^l = q_ab^l / q^l (arXiv 1606.05340 eq. 4–5)
             c[i] = 1.0 if cov is None or q[i] == 0 else (sw2[i] * cov + sb2[i]) / q[i]
+            c[i] = min(1.0, max(-1.0, c[i]))  # |c| ≤ 1 exactly; round-off can leave 1 + ε
+            # dc^l/dc^{l−1} = σ_w² q^{l−1} E[φ′(u_a)φ′(u_b)] / q^l: Price's theorem,
+            # ∂E[φ(u_a)φ(u_b)]/∂Cov(u_a, u_b) = E[φ′φ′] (at c* this is χ_c, arXiv 1611.01232
+            # eq. 9)
+            slope[i] = 0.0 if dcov is None or q[i] == 0 else sw2[i] * q_prev * dcov / q[i]
             c_prev = c[i]
         q_prev, act_prev = q[i], layer.activation
     # Π_{k>l} χ^k, by a reverse cumulative product (1 for the last layer); past float64's
@@ -327,6 +340,7 @@ def predict(
         second=second,
         q0=q0,
         c0=c0,
+        c_slope=slope,
         jacobian_moments=moments,
         jacobian_density=law,
         notes=tuple(notes),
@@ -349,7 +363,7 @@ def _prediction(spec: ModelSpec, *, grad_ratio, second, **fields) -> Prediction:
     layers = spec.layers
     rho = np.array([layer.density for layer in layers])
     fan_in = np.array([layer.fan_in for layer in layers], dtype=np.float64)
-    with np.errstate(over="ignore"):  # inf where grad_ratio is (see above)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN where grad_ratio is 0 or inf
         wg = rho * fan_in * second * grad_ratio
     return Prediction(
         names=spec.names,

@@ -67,7 +67,7 @@ def _materialise(s: _Stream, graph: _Backward) -> _Stream:
     """Apply ``s``'s pending activation: the result is φ(u), no longer Gaussian."""
     if s.act is None:
         return s
-    m, dphi2, cov = _layer_maps(s.act, s.m, _corr(s))
+    m, dphi2, cov, _ = _layer_maps(s.act, s.m, _corr(s))
     k = None if s.k is None else (cov if cov is not None else m)
     return _Stream(m, k, False, None, graph.node((s.var, dphi2)))
 
@@ -94,7 +94,7 @@ def _consume(layer, s: _Stream, graph: _Backward, where: str):
             "does not describe"
         )
     else:
-        second, dphi2, cov = _layer_maps(act, s.m, _corr(s))
+        second, dphi2, cov, _ = _layer_maps(act, s.m, _corr(s))
         if s.k is not None and cov is None:  # s.m == 0: everything is zero
             cov = 0.0
     q = layer.sigma_w2 * second + layer.sigma_b2

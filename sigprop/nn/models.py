@@ -199,6 +199,7 @@ def conv1d_net(
     *,
     channels: tuple[int, ...] = (32, 32, 32),
     kernel_size: int = 5,
+    stride: int = 2,
     length: int = 40,
     in_channels: int = 1,
     num_classes: int = 10,
@@ -208,14 +209,16 @@ def conv1d_net(
     generator: torch.Generator | int | None = None,
 ) -> nn.Sequential:
     """1-D convnet for mnist1d signals (Greydanus 2020, arXiv 2011.14439), input
-    ``(batch, in_channels, length)``: ``[Conv1d(kernel_size, stride 2, padding
-    kernel_size//2), φ] × len(channels)`` (each halves the length, rounding up), then
-    ``Flatten`` and a linear readout to ``num_classes``."""
+    ``(batch, in_channels, length)``: ``[Conv1d(kernel_size, stride, padding
+    kernel_size//2), φ] × len(channels)`` (with the default stride 2 each halves the length,
+    rounding up; stride 1 keeps it, for deep nets), then ``Flatten`` and a linear readout
+    to ``num_classes``."""
     if not channels:
         raise InvalidInput("channels must name at least one convolution width")
     for c in channels:
         _check_int("channels", c)
     _check_int("kernel_size", kernel_size)
+    _check_int("stride", stride)
     _check_int("length", length)
     _check_int("in_channels", in_channels)
     _check_int("num_classes", num_classes)
@@ -228,11 +231,20 @@ def conv1d_net(
     for c in channels:
         modules += [
             make_conv(
-                1, c_in, c, kernel_size, 2, pad, bias, layer=layer, density=density, generator=gen
+                1,
+                c_in,
+                c,
+                kernel_size,
+                stride,
+                pad,
+                bias,
+                layer=layer,
+                density=density,
+                generator=gen,
             ),
             Activation(act),
         ]
-        size = (size + 2 * pad - kernel_size) // 2 + 1  # >= 1 for any size >= 1
+        size = (size + 2 * pad - kernel_size) // stride + 1  # >= 1 for any size >= 1
         c_in = c
     modules += [
         nn.Flatten(),

@@ -194,13 +194,17 @@ def magnitude_scores(model: nn.Module, data=None) -> Scores:
     return {n: (w.detach() * m).abs() for n, w, m in zip(names, weights, masks)}
 
 
-def snip_scores(model: nn.Module, data, *, loss_fn: LossFn | None = None) -> Scores:
+def snip_scores(
+    model: nn.Module, data, *, loss_fn: LossFn | None = None, normalise: bool = True
+) -> Scores:
     """SNIP connection sensitivity (Lee et al. 2019, arXiv 1810.02340, Eq. 6).
 
     s_j = |g_j θ_j| / Σ_k |g_k θ_k| with g = ∂L/∂θ on the given mini-batch(es) (the
     derivative of the loss with respect to a multiplicative mask c at c = 1, their Eq. 5),
     summed over all prunable layers. ``loss_fn(outputs, targets)`` defaults to cross
-    entropy. The model is used in its current train/eval mode.
+    entropy. The model is used in its current train/eval mode. ``normalise=False`` returns
+    the masked |g_j θ_j| without the division (their sum is the network's total connection
+    sensitivity).
     """
     loss_fn = F.cross_entropy if loss_fn is None else loss_fn
     names, weights, masks = _weights_and_masks(model)
@@ -216,6 +220,8 @@ def snip_scores(model: nn.Module, data, *, loss_fn: LossFn | None = None) -> Sco
     if total is None:
         raise InvalidInput("snip: data holds no batch")
     raw = [g.mul_(w.detach()).abs_() for g, w in zip(total, weights)]
+    if not normalise:
+        return {n: r.mul_(m) for n, r, m in zip(names, raw, masks)}
     return dict(zip(names, _normalise_(raw, masks, "SNIP")))
 
 
@@ -226,6 +232,7 @@ def grasp_scores(
     temperature: float = 200.0,
     loss_fn: LossFn | None = None,
     eps: float = 1e-10,
+    normalise: bool = True,
 ) -> Scores:
     """GraSP: gradient-signal preservation (Wang et al. 2020, arXiv 2002.07376, Eq. 8).
 
@@ -240,6 +247,7 @@ def grasp_scores(
     come from one forward pass (g is built with ``create_graph=True``); with several batches
     g is summed over all of them first, then Hg = Σ_b ∂⟨g, ∇L_b⟩/∂θ (their Alg. 1). Linear
     layers are *not* re-initialised with Xavier as in the official code (a quirk of theirs).
+    ``normalise=False`` returns the masked θ ⊙ Hg without the division.
     """
     if not temperature > 0:
         raise InvalidInput(f"temperature must be positive, got {temperature!r}")
@@ -272,4 +280,6 @@ def grasp_scores(
             for t, h in zip(hg, _grads(g, weights, grad_outputs=g_stop)):
                 t.add_(h)
     raw = [h.mul_(w.detach()) for w, h in zip(weights, hg)]
+    if not normalise:
+        return {n: r.mul_(m) for n, r, m in zip(names, raw, masks)}
     return dict(zip(names, _normalise_(raw, masks, "GraSP", eps)))

@@ -16,6 +16,11 @@ importable on every worker) is imported only with an explicit opt-in (``allow_im
 ``signal_flow``
     No training: the mean-field prediction for the (pruned, rescaled) network against the
     measurement on real inputs — q^l, χ^l and gradient-norm ratios, layer by layer.
+``trainability_case``
+    Build, initialise (σ_w² relative to the edge of chaos), prune and optionally rescale an
+    MLP or convnet; record ``sigprop.diagnostics.trainability`` and the baselines before
+    training, then train with a fixed budget (the trainability sweeps in
+    ``examples/trainability/``).
 ``prune_ablations``
     Frankle et al.'s sanity checks (arXiv 2009.08576) for one method and density: train
     the pruned network and its shuffled, re-initialised and inverted variants; report each
@@ -26,7 +31,7 @@ is reproducible from its parameters alone.
 
 Modules: ``theory`` (mean_field), ``network`` (the pruned MLP both torch runs build),
 ``training`` (:class:`TrainPrunedConfig`, train_pruned), ``flow`` (signal_flow),
-``ablations`` (prune_ablations).
+``ablations`` (prune_ablations), ``trainability`` (trainability_case).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import importlib
 from sigprop.experiments.runs.ablations import prune_ablations
 from sigprop.experiments.runs.flow import signal_flow
 from sigprop.experiments.runs.theory import mean_field
+from sigprop.experiments.runs.trainability import trainability_case
 from sigprop.experiments.runs.training import TrainPrunedConfig, run_train_pruned, train_pruned
 from sigprop.validate import InvalidInput, InvalidType
 
@@ -49,6 +55,7 @@ __all__ = [
     "run_train_pruned",
     "signal_flow",
     "train_pruned",
+    "trainability_case",
 ]
 
 #: The runs a sweep can name.
@@ -57,6 +64,7 @@ RUNS = {
     "train_pruned": train_pruned,
     "signal_flow": signal_flow,
     "prune_ablations": prune_ablations,
+    "trainability_case": trainability_case,
 }
 
 #: Longest run reference accepted (characters).
