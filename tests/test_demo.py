@@ -85,6 +85,7 @@ def test_quick_demo_through_the_entry_point(quick_run):
             assert all(v is not None for v in r["q_measured"] + r["q_predicted"])
     for r in results["sections"]["training"]["runs"].values():
         assert len(r["test_accuracy"]) == QUICK.epochs
+        assert 0.0 <= r["trainability_score"] <= 1.0 and r["trainability_reason"]
     # every Markdown table keeps its columns (a '|' inside a cell, as in |b|, is escaped)
     for block in re.findall(r"(?:^\|.*\n?)+", report, flags=re.MULTILINE):
         widths = {len(re.split(r"(?<!\\)\|", line.strip())) for line in block.splitlines()}

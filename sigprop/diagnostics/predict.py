@@ -37,7 +37,7 @@ import numpy as np
 from sigprop.diagnostics.spec import ModelSpec
 from sigprop.validate import InvalidInput, positive_float
 
-__all__ = ["Prediction", "input_moments", "predict"]
+__all__ = ["Prediction", "hidden_jacobian_spread", "input_moments", "predict"]
 
 
 def _arr(a):
@@ -374,6 +374,29 @@ def _prediction(spec: ModelSpec, *, grad_ratio, second, **fields) -> Prediction:
         density=rho,
         **fields,
     )
+
+
+def hidden_jacobian_spread(spec: ModelSpec, prediction: Prediction) -> float | None:
+    """m₂/m₁² − 1 of the squared singular values of the Jacobian of the network's square
+    hidden block: the consecutive linear layers with fan_in = n_units after the first layer
+    (input and read-out layers of other widths left out), from the same free-probability
+    moments as ``Prediction.jacobian_moments``; ``None`` for fewer than two such layers."""
+    if spec.graph is not None and spec.structure == "graph":
+        return None
+    idx = [
+        i
+        for i, layer in enumerate(spec.layers)
+        if i > 0 and layer.kind == "linear" and layer.fan_in == layer.n_units
+    ]
+    if len(idx) < 2 or idx != list(range(idx[0], idx[-1] + 1)):
+        return None
+    layers = [spec.layers[i] for i in idx]
+    sw2 = np.array([layer.sigma_w2 for layer in layers])
+    q = np.asarray(prediction.q)[idx]
+    moments, _ = _spectrum(layers, q, sw2, "gaussian", False, 0, [])
+    if moments is None or not moments[0] > 0 or not np.isfinite(moments[1]):
+        return None
+    return float(moments[1] / moments[0] ** 2 - 1.0)
 
 
 def _spectrum(layers, q, sw2, weights, density, density_points, notes):

@@ -17,8 +17,10 @@ mask (``check_collapse``); nothing is fitted. For layers l = 1..L in forward ord
   difference of the graph engine's output correlation in c0;
 * ``signal_fraction`` = 1 − q^L(no input)/q^L, the part of the output variance that depends
   on the input at all (chains; against the bias floor);
-* ``jacobian_spread`` = m₂/m₁² − 1 of the input–output Jacobian's squared singular values
-  (free probability, Pennington et al. 2017, arXiv 1711.04735), where ``predict`` has it;
+* ``jacobian_spread`` = m₂/m₁² − 1 of the Jacobian's squared singular values (free
+  probability, Pennington et al. 2017, arXiv 1711.04735): of the input–output Jacobian
+  where ``predict`` has it, else of a chain's square hidden block
+  (``predict.hidden_jacobian_spread``); reported, not part of the rule;
 * ``fan_in_depth`` β = Σ_l 1/k_l, k_l the layer's mean *effective* fan-in (its kept,
   trainable weights on an input–output path per output unit — a frozen DCT offset carries
   signal but is not counted; ``min_fan_in`` = min_l k_l). Mean field is the
@@ -213,6 +215,7 @@ def compute_indicators(
     import torch
 
     from sigprop.diagnostics import check_collapse, describe, input_moments
+    from sigprop.diagnostics.predict import hidden_jacobian_spread
 
     notes = []
     x = None
@@ -255,6 +258,8 @@ def compute_indicators(
         m1, m2 = (float(v) for v in pred.jacobian_moments)
         if m1 > 0 and math.isfinite(m2):
             spread = m2 / (m1 * m1) - 1.0
+    elif spec.structure == "sequential":
+        spread = hidden_jacobian_spread(spec, pred)
     fan_in, beta = _fan_in_depth(report)
     notes.extend(pred.notes)
     return Indicators(

@@ -101,42 +101,54 @@ def reasons(ind: Indicators, budget: float = DEPTH_BUDGET) -> tuple[str, ...]:
                 "the signal through the skip only"
             )
         return tuple(out)
-    if beta >= max(d, abs(g)):
-        out.append(
+    # E > B: explain the largest of the three terms, and the next one when it alone would
+    # use up more than half the budget
+    terms = sorted(
+        [("fan-in", beta), ("gradient", abs(g)), ("correlation", d)],
+        key=lambda t: -(0.0 if math.isnan(t[1]) else t[1]),
+    )
+    chosen = [terms[0][0]] + [n for n, v in terms[1:2] if v > budget / 2]
+    for name in chosen:
+        out.append(_explain(name, ind, budget))
+    out.append(
+        f"in all {e:.3g} e-folds (correlation depth {d:.2g}, gradient depth {abs(g):.2g}, "
+        f"finite fan-in {beta:.2g}) against a budget of {budget:g}"
+    )
+    return tuple(out)
+
+
+def _explain(name: str, ind: Indicators, budget: float) -> str:
+    d, g, beta = ind.correlation_depth, ind.log_grad_ratio, ind.fan_in_depth
+    if name == "fan-in":
+        return (
             f"the mask leaves units as few as {ind.min_fan_in:.2g} effective inputs on "
             f"average (Σ 1/k = {beta:.2g} e-folds): far from the many-input limit the "
             "theory's signal propagation assumes, a typical path carries much less than the "
             "mean; a denser mask, or one that keeps paths (SynFlow), keeps more inputs per unit"
         )
-    elif abs(g) >= d:
-        if g < 0:
-            why = "the network is deep in the ordered phase (χ < 1)"
-            loss = ind.sigma_w2_loss
-            if loss is not None and loss < 0.9:
-                why = (
-                    f"the mask left {loss:.2g} of the initial σ_w² in a layer, which put the "
-                    "net deep in the ordered phase; sigprop.nn.init.rescale_ restores χ ≈ 1"
-                )
-            out.append(
-                f"gradients shrink by {_decades(g)} between the last and the first layer: {why}"
-            )
-        elif ind.batch_norm:
-            out.append(
-                f"gradients grow by {_decades(g)} between the last and the first layer: "
-                "batch normalisation's batch statistics amplify the backward pass layer by "
-                "layer (Yang et al. 2019, arXiv 1902.08129)"
-            )
-        else:
-            out.append(
-                f"gradients grow by {_decades(g)} between the last and the first layer: the "
-                "network is in the chaotic phase (χ > 1); lower σ_w² towards the edge of "
-                "chaos (sigprop.nn.init.eoc_init_)"
-            )
-    if d > budget and d > abs(g) and (d > beta or not out):
-        xi = ind.xi_c
-        out.append(
-            f"two inputs' correlation is forgotten within ξ_c ≈ {xi:.2g} layers: "
-            f"{ind.depth} layers are {d:.2g} correlation depth scales, beyond the budget of "
-            f"{budget:g} (Schoenholz et al. find networks trainable up to about 6ξ_c)"
+    if name == "correlation":
+        return (
+            f"two inputs' correlation is forgotten within ξ_c ≈ {ind.xi_c:.2g} layers: "
+            f"{ind.depth} layers are {d:.2g} correlation depth scales (Schoenholz et al. find "
+            "networks trainable up to about 6ξ_c)"
         )
-    return tuple(out)
+    if g < 0:
+        why = "the network is deep in the ordered phase (χ < 1)"
+        loss = ind.sigma_w2_loss
+        if loss is not None and loss < 0.9:
+            why = (
+                f"the mask left {loss:.2g} of the initial σ_w² in a layer, which put the "
+                "net deep in the ordered phase; sigprop.nn.init.rescale_ restores χ ≈ 1"
+            )
+        return f"gradients shrink by {_decades(g)} between the last and the first layer: {why}"
+    if ind.batch_norm:
+        return (
+            f"gradients grow by {_decades(g)} between the last and the first layer: "
+            "batch normalisation's batch statistics amplify the backward pass layer by "
+            "layer (Yang et al. 2019, arXiv 1902.08129)"
+        )
+    return (
+        f"gradients grow by {_decades(g)} between the last and the first layer: the "
+        "network is in the chaotic phase (χ > 1); lower σ_w² towards the edge of "
+        "chaos (sigprop.nn.init.eoc_init_)"
+    )

@@ -51,14 +51,13 @@ from sigprop.experiments.claims.render import (
 )
 from sigprop.experiments.claims.signal import signal_section, signal_tolerances
 from sigprop.experiments.claims.spectra import hidden_chain, spectra_section
-from sigprop.experiments.claims.training import TRAINABLE_DECADES, training_section
+from sigprop.experiments.claims.training import training_section
 
 __all__ = [
     "AGREE",
     "DISAGREE",
     "HAYOU_TANH",
     "SYNFLOW_OFFICIAL",
-    "TRAINABLE_DECADES",
     "Bench",
     "Claim",
     "DemoConfig",
