@@ -380,7 +380,8 @@ def hidden_jacobian_spread(spec: ModelSpec, prediction: Prediction) -> float | N
     """m₂/m₁² − 1 of the squared singular values of the Jacobian of the network's square
     hidden block: the consecutive linear layers with fan_in = n_units after the first layer
     (input and read-out layers of other widths left out), from the same free-probability
-    moments as ``Prediction.jacobian_moments``; ``None`` for fewer than two such layers."""
+    moments as ``Prediction.jacobian_moments``; ``None`` for fewer than two such layers or
+    where the spectra theory refuses a layer's law."""
     if spec.graph is not None and spec.structure == "graph":
         return None
     idx = [
@@ -393,7 +394,12 @@ def hidden_jacobian_spread(spec: ModelSpec, prediction: Prediction) -> float | N
     layers = [spec.layers[i] for i in idx]
     sw2 = np.array([layer.sigma_w2 for layer in layers])
     q = np.asarray(prediction.q)[idx]
-    moments, _ = _spectrum(layers, q, sw2, "gaussian", False, 0, [])
+    if not np.all(sw2 > 0):  # an empty layer: the Jacobian is zero, its spread undefined
+        return None
+    try:
+        moments, _ = _spectrum(layers, q, sw2, "gaussian", False, 0, [])
+    except InvalidInput:  # a law the spectra theory refuses (e.g. q beyond its quadrature)
+        return None
     if moments is None or not moments[0] > 0 or not np.isfinite(moments[1]):
         return None
     return float(moments[1] / moments[0] ** 2 - 1.0)

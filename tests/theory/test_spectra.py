@@ -486,3 +486,19 @@ def test_fuss_catalan_parametrisation_inverts_to_round_off():
     phi = spectra._fc_phi_of_x(x, 2)
     # Near x → 0, φ → π/3 where x ∝ (π/3 − φ)³: one ulp of φ (2e-16) is ~3e-11 of x.
     np.testing.assert_allclose(spectra._fc_u(phi, 2), x, rtol=1e-10)
+
+
+def test_derivative_law_at_huge_variance():
+    """A constant piece is an atom at any q without the √q-sized rule (ReLU at q = 1e12 was
+    a 10⁵-node Legendre eigenproblem); a smooth activation past the rule's cap is refused."""
+    import time
+
+    from sigprop.theory.spectra.derivative_law import derivative_law
+    from sigprop.validate import InvalidInput
+
+    t = time.perf_counter()
+    law = derivative_law("relu", 1e12)
+    assert time.perf_counter() - t < 1.0
+    assert law.moment(1) == pytest.approx(0.5) and law.zero_mass == pytest.approx(0.5)
+    with pytest.raises(InvalidInput, match="nodes"):
+        derivative_law("gelu", 1e6)

@@ -105,22 +105,17 @@ class Indicators:
 
 
 def _first_tensor(inputs):
-    """The input tensor of ``inputs``: a tensor, or the first element of an ``(x, y)`` pair."""
-    import torch
+    """The input tensor of ``inputs`` (read by ``sigprop.nn.utils.as_batches``: a tensor, an
+    ``(inputs, targets)`` pair, or an iterable of batches, of which the first is used)."""
+    from sigprop.nn.utils import as_batches
 
-    if isinstance(inputs, tuple | list) and inputs and isinstance(inputs[0], torch.Tensor):
-        inputs = inputs[0]
-    if not isinstance(inputs, torch.Tensor):
-        raise InvalidInput(
-            f"inputs must be a tensor of shape (batch, *sample_shape) or an (inputs, targets) "
-            f"pair, got {type(inputs).__name__}"
-        )
-    if inputs.ndim < 2 or inputs.shape[0] < 2:
+    x = next(iter(as_batches(inputs, method="trainability", targets_required=False)), (None,))[0]
+    if x is None or x.ndim < 2 or x.shape[0] < 2:
         raise InvalidInput(
             "inputs must hold at least two samples (a pair gives the input correlation), "
-            f"got shape {tuple(inputs.shape)}"
+            f"got shape {None if x is None else tuple(x.shape)}"
         )
-    return inputs
+    return x
 
 
 def _log_abs(x: float) -> float:

@@ -72,6 +72,11 @@ def get_activation(activation: Any):
     return get_activation(activation)
 
 
+#: Largest Gauss–Legendre rule on one piece (numpy's rule costs O(n²) memory): past it,
+#: at q ≳ 230 for a smooth activation without kinks, the law is refused rather than under-resolved.
+MAX_NODES = 2048
+
+
 def derivative_law(activation: Any, q: float, n_nodes: int = 128) -> DerivativeLaw:
     """Discretise the law of φ′(h)², h ~ N(0, q), for the S-transform of (D^l)².
 
@@ -79,7 +84,7 @@ def derivative_law(activation: Any, q: float, n_nodes: int = 128) -> DerivativeL
     at ±8.5√q (Gaussian mass beyond: 1.9e-17). On a piece where φ′ is constant (checked at
     the quadrature nodes to 1e-13 relative) the piece is an exact atom carrying its Gaussian
     probability; elsewhere the piece gets a Gauss–Legendre rule in h against the N(0, q)
-    density with max(n_nodes, 16 × half-width) nodes (half-width in units of h: enough for
+    density with max(n_nodes, 16 × half-width) nodes, at most :data:`MAX_NODES` (half-width in units of h: enough for
     complex singularities of φ′ at distance ≳ π/2 from the real axis, as for tanh, where
     μ_k come out to ~1e-15). It converges exponentially for φ′ analytic on the piece, only
     algebraically for activations with undeclared kinks. q = 0 gives the atom φ′(0)².
@@ -108,12 +113,27 @@ def derivative_law(activation: Any, q: float, n_nodes: int = 128) -> DerivativeL
     for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
         if b <= a:
             continue
-        gl_x, gl_w = leggauss(max(int(n_nodes), int(8.0 * (b - a))))
+        # constancy is checked on n_nodes nodes first: a constant piece (ReLU family,
+        # linear) is an atom at any q, without the wide rule below (whose size grows as √q)
+        gl_x, gl_w = leggauss(int(n_nodes))
         h = a + 0.5 * (b - a) * (gl_x + 1.0)
         vals = lam(h)
         if not np.all(np.isfinite(vals)):
             raise InvalidInput(f"activation {act.name!r}: φ′ is not finite on N(0, {q})")
-        if np.ptp(vals) <= 1e-13 * max(1.0, float(np.max(np.abs(vals)))):
+        constant = np.ptp(vals) <= 1e-13 * max(1.0, float(np.max(np.abs(vals))))
+        n_wide = int(8.0 * (b - a))
+        if not constant and n_wide > int(n_nodes):
+            if n_wide > MAX_NODES:
+                raise InvalidInput(
+                    f"activation {act.name!r} at q = {q:.3g}: the derivative law needs "
+                    f"{n_wide} Gauss–Legendre nodes on one piece (at most {MAX_NODES})"
+                )
+            gl_x, gl_w = leggauss(n_wide)
+            h = a + 0.5 * (b - a) * (gl_x + 1.0)
+            vals = lam(h)
+            if not np.all(np.isfinite(vals)):
+                raise InvalidInput(f"activation {act.name!r}: φ′ is not finite on N(0, {q})")
+        if constant:
             # Exact probability of the piece; the outer pieces extend to ±∞.
             lo = -np.inf if i == 0 else a / sq
             hi = np.inf if i == len(cuts) - 2 else b / sq
