@@ -90,5 +90,4 @@ def plot_trainability(
                 ylabel="fraction trained",
                 title=f"accuracy {ev.accuracy:.2f}, confusion {list(map(list, ev.confusion))}",
             )
-        fig.tight_layout()
-        return save(fig, path)
+        return save(fig, path, dpi=120)
