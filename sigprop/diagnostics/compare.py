@@ -15,15 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sigprop._json import to_jsonable
 from sigprop.diagnostics.measure import Measurement
 from sigprop.diagnostics.predict import Prediction
 from sigprop.validate import InvalidInput
 
 __all__ = ["Agreement", "compare", "node_errors", "resolution_floor", "spectral_distances"]
-
-
-def _arr(a):
-    return None if a is None else np.asarray(a).tolist()
 
 
 def _rel(measured, predicted) -> np.ndarray:
@@ -66,19 +63,8 @@ class Agreement:
     nodes: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {
-            "names": list(self.names),
-            "q_rel_err": _arr(self.q_rel_err),
-            "chi_rel_err": _arr(self.chi_rel_err),
-            "grad_ratio_rel_err": _arr(self.grad_ratio_rel_err),
-            "c_rel_err": _arr(self.c_rel_err),
-            "c_abs_err": _arr(self.c_abs_err),
-            "summary": self.summary,
-            "moment_rel_err": _arr(self.moment_rel_err),
-            "wasserstein1": self.wasserstein1,
-            "ks": self.ks,
-            "nodes": self.nodes,
-        }
+        """JSON-ready fields (``sigprop._json``: infinite or NaN errors become ``None``)."""
+        return to_jsonable(self, "Agreement")
 
 
 def resolution_floor(samples, zero_tol: float | None = None, *, dtype=None) -> float:

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sigprop.diagnostics.measure import _arr, _check_inputs, _device, _model_in, _Recorder
+from sigprop._json import to_jsonable
+from sigprop.diagnostics.measure import _check_inputs, _device, _model_in, _Recorder
 from sigprop.diagnostics.spec import ModelSpec, describe
 from sigprop.nn.utils import as_batches
 from sigprop.validate import InvalidInput
@@ -59,18 +60,8 @@ class GradientFlow:
     theory_reason: str | None = None
 
     def to_dict(self) -> dict:
-        return {
-            "names": list(self.names),
-            "grad_sq_norm": _arr(self.grad_sq_norm),
-            "grad_ratio": _arr(self.grad_ratio),
-            "delta_sq_norm": _arr(self.delta_sq_norm),
-            "delta_ratio": _arr(self.delta_ratio),
-            "theory_delta_ratio": _arr(self.theory_delta_ratio),
-            "theory_grad_ratio": _arr(self.theory_grad_ratio),
-            "n_batches": self.n_batches,
-            "loss": self.loss,
-            "theory_reason": self.theory_reason,
-        }
+        """JSON-ready fields (``sigprop._json``: NaN theory entries become ``None``)."""
+        return to_jsonable(self, "GradientFlow")
 
 
 def gradient_flow(

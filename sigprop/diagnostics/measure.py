@@ -18,20 +18,17 @@ weight gradients at initialisation next to the theory's ratios.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 from torch import nn
 
+from sigprop._json import to_jsonable
 from sigprop.diagnostics.spec import ModelSpec, describe
 from sigprop.validate import InvalidInput
 
 __all__ = ["GradientFlow", "Measurement", "gradient_flow", "measure", "input_pairs"]
-
-
-def _arr(a):
-    return None if a is None else np.asarray(a).tolist()
 
 
 def input_pairs(n_inputs: int) -> np.ndarray:
@@ -83,23 +80,10 @@ class Measurement:
     blocks: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {
-            "names": list(self.names),
-            "q": _arr(self.q),
-            "q_per_input": _arr(self.q_per_input),
-            "c": _arr(self.c),
-            "c_per_pair": _arr(self.c_per_pair),
-            "chi": _arr(self.chi),
-            "delta_sq": _arr(self.delta_sq),
-            "grad_ratio": _arr(self.grad_ratio),
-            "q0": self.q0,
-            "c0": self.c0,
-            "n_inputs": self.n_inputs,
-            "n_probes": self.n_probes,
-            "spectrum": None if self.spectrum is None else self.spectrum.to_dict(),
-            "nodes": self.nodes,
-            "blocks": list(self.blocks),
-        }
+        """JSON-ready fields (``sigprop._json``); ``spectrum`` through its own ``to_dict``."""
+        spectrum = None if self.spectrum is None else self.spectrum.to_dict()
+        out = {**{f.name: getattr(self, f.name) for f in fields(self)}, "spectrum": spectrum}
+        return to_jsonable(out, "Measurement")
 
 
 def _model_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:

@@ -25,11 +25,12 @@ is listed in ``ModelSpec.unmapped`` rather than guessed.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from sigprop._json import to_jsonable
 from sigprop.diagnostics.walk import (  # noqa: F401 - activation_name, is_neutral re-exported
     _walk_sequential,
     _walk_traced,
@@ -135,9 +136,7 @@ class LayerSpec:
     residual_block: str | None = None
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        out["shape"] = list(self.shape)
-        return out
+        return to_jsonable(self, "LayerSpec")
 
 
 @dataclass(frozen=True)
@@ -177,17 +176,20 @@ class ModelSpec:
         return tuple(layer.name for layer in self.layers)
 
     def to_dict(self) -> dict:
+        """``layers``, ``structure``, ``unmapped`` and ``density``; with a ``graph`` also
+        ``batch_size``, ``blocks`` and ``graph_nodes`` (its node count; the graph itself is
+        left out)."""
         out = {
-            "layers": [layer.to_dict() for layer in self.layers],
+            "layers": self.layers,
             "structure": self.structure,
-            "unmapped": list(self.unmapped),
+            "unmapped": self.unmapped,
             "density": self.density,
         }
         if self.graph is not None:
             out["batch_size"] = self.batch_size
-            out["blocks"] = list(self.blocks)
+            out["blocks"] = self.blocks
             out["graph_nodes"] = len(self.graph.graph.nodes)
-        return out
+        return to_jsonable(out, "ModelSpec")
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sigprop._json import to_jsonable
 from sigprop.validate import InvalidInput
 
 __all__ = ["IsometryResult", "approximate_isometry_", "isometry_penalty"]
@@ -59,16 +60,11 @@ class IsometryResult:
         return float(sum(self.final_penalty))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer_names": list(self.layer_names),
-            "initial_penalty": list(self.initial_penalty),
-            "final_penalty": list(self.final_penalty),
-            "initial_total": self.initial_total,
-            "final_total": self.final_total,
-            "steps": self.steps,
-            "lr": self.lr,
-            "gain": self.gain,
-        }
+        """The fields plus ``initial_total`` and ``final_total`` (non-finite values: ``None``)."""
+        out = to_jsonable(self, "IsometryResult")
+        out["initial_total"] = to_jsonable(self.initial_total)
+        out["final_total"] = to_jsonable(self.final_total)
+        return out
 
 
 def _weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

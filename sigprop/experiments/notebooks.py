@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from sigprop._json import to_jsonable
 from sigprop.validate import InvalidInput
 
 BUDGETS = ("small", "full")
@@ -41,7 +42,7 @@ class NotebookRun:
     figures: tuple[str, ...]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return to_jsonable(self, "NotebookRun")
 
 
 def repository_root() -> Path:

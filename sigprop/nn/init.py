@@ -19,12 +19,13 @@ record is a plain attribute: it survives ``copy.deepcopy`` but not a state-dict 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from sigprop._json import to_jsonable
 from sigprop.nn.activation import Activation
 from sigprop.nn.kinds import is_dct_layer, is_weight_layer, layer_kind
 from sigprop.nn.masked import MaskedMixin, as_generator
@@ -63,7 +64,7 @@ class InitRecord:
     activation: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return to_jsonable(self, "InitRecord")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class LayerRescale:
     max_factor: float
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return to_jsonable(self, "LayerRescale")
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class RescaleResult:
     layers: tuple[LayerRescale, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layers": [layer.to_dict() for layer in self.layers]}
+        return to_jsonable(self, "RescaleResult")
 
 
 def init_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sigprop._json import to_jsonable
 from sigprop.nn.masked import as_generator, check_density
 from sigprop.nn.prunable import require_prunable
 from sigprop.prune._checks import _all_finite
@@ -59,14 +60,7 @@ class PruneResult:
     info: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {
-            "method": self.method,
-            "density": self.density,
-            "scope": self.scope,
-            "rounds": self.rounds,
-            "report": self.report.to_dict(),
-            "info": self.info,
-        }
+        return to_jsonable(self, "PruneResult")
 
 
 def _check_finite_parameters(model: nn.Module) -> None:

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from sigprop._json import to_jsonable
 from sigprop.nn.prunable import require_prunable
 from sigprop.validate import InvalidInput, positive_int
 
@@ -62,7 +63,7 @@ class DSRRecord:
     next_threshold: float
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return to_jsonable(self, "DSRRecord")
 
 
 def dsr_dense_layers(model: nn.Module) -> list[str]:

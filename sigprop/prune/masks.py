@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from sigprop._json import to_jsonable
 from sigprop.nn.prunable import prunable_layers, reapply_mask_, require_prunable
 from sigprop.prune._checks import _all_finite as _all_finite
 from sigprop.prune._checks import _check_scores as _check_scores
@@ -231,9 +232,7 @@ class LayerDensity:
     density: float
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["shape"] = list(self.shape)
-        return d
+        return to_jsonable(self, "LayerDensity")
 
 
 @dataclass(frozen=True)
@@ -252,13 +251,7 @@ class DensityReport:
     empty_layers: tuple[str, ...]
 
     def to_dict(self) -> dict:
-        return {
-            "layers": [layer.to_dict() for layer in self.layers],
-            "kept": self.kept,
-            "total": self.total,
-            "density": self.density,
-            "empty_layers": list(self.empty_layers),
-        }
+        return to_jsonable(self, "DensityReport")
 
 
 def density_report(model: nn.Module) -> DensityReport:

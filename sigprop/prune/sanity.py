@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from sigprop._json import to_jsonable
 from sigprop.nn.masked import as_generator
 from sigprop.nn.prunable import require_prunable
 from sigprop.prune.at_init import METHODS, PruneResult, prune_at_init
@@ -58,7 +59,8 @@ class Ablation:
     report: DensityReport
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "report": self.report.to_dict()}
+        """``name`` and ``report`` (the model and its masks are left out)."""
+        return to_jsonable({"name": self.name, "report": self.report}, "Ablation")
 
 
 @dataclass(frozen=True)
@@ -77,13 +79,16 @@ class AblationResult:
         return self.original if name == "original" else self.variants[name]
 
     def to_dict(self) -> dict:
-        return {
-            "method": self.method,
-            "density": self.density,
-            "original": self.original.to_dict(),
-            "prune": self.prune.to_dict(),
-            "variants": {n: v.to_dict() for n, v in self.variants.items()},
-        }
+        return to_jsonable(
+            {
+                "method": self.method,
+                "density": self.density,
+                "original": self.original.to_dict(),
+                "prune": self.prune,
+                "variants": {n: v.to_dict() for n, v in self.variants.items()},
+            },
+            "AblationResult",
+        )
 
 
 def _variant(name: str, model: nn.Module) -> Ablation:

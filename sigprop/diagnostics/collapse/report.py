@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sigprop._json import to_jsonable
+
 __all__ = ["CollapseReport", "LayerCollapse"]
 
 
@@ -68,27 +70,8 @@ class LayerCollapse:
         return len(set(self.dead_in) | set(self.dead_out))
 
     def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "shape": list(self.shape),
-            "total": self.total,
-            "kept": self.kept,
-            "effective_kept": self.effective_kept,
-            "density": self.density,
-            "effective_density": self.effective_density,
-            "collapsed": self.collapsed,
-            "effectively_collapsed": self.effectively_collapsed,
-            "units": self.units,
-            "dead_in": list(self.dead_in),
-            "dead_out": list(self.dead_out),
-            "n_dead": self.n_dead,
-            "has_offset": self.has_offset,
-            "constant_channels": list(self.constant_channels),
-            "bypassed": self.bypassed,
-            "block": self.block,
-            "channel_effective_kept": self.channel_effective_kept,
-        }
+        """The fields plus ``n_dead``."""
+        return {**to_jsonable(self, "LayerCollapse"), "n_dead": self.n_dead}
 
 
 @dataclass(frozen=True)
@@ -196,29 +179,17 @@ class CollapseReport:
         return self.verdict == "healthy"
 
     def to_dict(self) -> dict:
-        return {
-            "layers": [layer.to_dict() for layer in self.layers],
-            "total": self.total,
-            "kept": self.kept,
-            "sparsity": self.sparsity,
-            "effective_kept": self.effective_kept,
-            "effective_sparsity": self.effective_sparsity,
-            "collapsed_layers": list(self.collapsed_layers),
-            "effectively_collapsed_layers": list(self.effectively_collapsed_layers),
-            "connected": self.connected,
-            "input_units": self.input_units,
-            "dead_inputs": list(self.dead_inputs),
+        """The fields (``layers`` through :meth:`LayerCollapse.to_dict`) plus the computed
+        ``n_dead_units``, ``healthy``, ``verdict``, ``channel_effective_sparsity`` and
+        ``connectivity_checked``."""
+        out = to_jsonable(self, "CollapseReport")
+        out["layers"] = [layer.to_dict() for layer in self.layers]
+        computed = {
             "n_dead_units": self.n_dead_units,
             "healthy": self.healthy,
-            "graph": self.graph,
-            "notes": list(self.notes),
             "verdict": self.verdict,
-            "bypassed_layers": list(self.bypassed_layers),
-            "skips": list(self.skips),
-            "effective_exact": self.effective_exact,
-            "channel_effective_kept": self.channel_effective_kept,
             "channel_effective_sparsity": self.channel_effective_sparsity,
-            "input_shape": list(self.input_shape) if self.input_shape is not None else None,
-            "probe": self.probe,
             "connectivity_checked": self.connected is not None,
         }
+        out.update(to_jsonable(computed, "CollapseReport"))
+        return out
