@@ -1,7 +1,56 @@
-"""Models for the subcommands that run one (``spp``, ``trainability``): a spec to build, a
-checkpoint to load into an architecture, pruning at initialisation for a random batch."""
+"""Models for the subcommands that run one (``spp``, ``trainability``): their shared options,
+a spec to build, a checkpoint to load into an architecture, pruning at initialisation for a
+random batch."""
 
 from __future__ import annotations
+
+
+def add_model_options(p) -> None:
+    """``--arch``, ``--allow-import``, ``--density``, ``--method``, ``--batch``, ``--seed``."""
+    p.add_argument(
+        "--arch",
+        metavar="SPEC",
+        help="MODEL is a checkpoint (state dict, safetensors; never unpickled) of this "
+        "architecture (torchvision:NAME, timm:NAME, module.path:factory)",
+    )
+    p.add_argument(
+        "--allow-import",
+        action="store_true",
+        help="let MODEL/--arch be 'module.path:factory', imported and called: that is "
+        "running CODE; use only with a module you would run as a script",
+    )
+    p.add_argument("--density", type=float, metavar="RHO", help="prune at init to RHO kept")
+    p.add_argument(
+        "--method",
+        metavar="M",
+        help="pruning method with --density (random, magnitude, snip, grasp, synflow, ...); "
+        "data-driven methods get a random batch of the input shape and random labels",
+    )
+    p.add_argument("--batch", type=int, default=32, metavar="B", help="batch size (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and pruning")
+
+
+def check_model_options(args, *, model_is_spec: bool = True) -> None:
+    """The checks of :func:`add_model_options`' values that need no torch (the pruning
+    method's name last: it imports torch); ``model_is_spec=False`` when MODEL is a file."""
+    from sigprop.validate import InvalidInput, density, nonneg_int, positive_int
+
+    positive_int(args.batch, "--batch")
+    nonneg_int(args.seed, "--seed")
+    if args.arch is not None:
+        check_model_spec(args.arch, args.allow_import, "--arch")
+    elif model_is_spec:
+        check_model_spec(args.model, args.allow_import, "MODEL")
+    if (args.density is None) != (args.method is None):
+        raise InvalidInput("--density and --method go together")
+    if args.density is not None:
+        density(args.density, "--density")
+        from sigprop.prune import METHODS  # imports torch: after the cheap checks
+
+        if args.method not in METHODS:
+            raise InvalidInput(
+                f"unknown pruning method {args.method!r}; choose one of {', '.join(METHODS)}"
+            )
 
 
 def check_model_spec(spec: str, allow_import: bool, what: str) -> str:

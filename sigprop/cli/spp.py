@@ -24,6 +24,8 @@ import time
 
 
 def register(subparsers) -> None:
+    from sigprop.cli.models import add_model_options
+
     p = subparsers.add_parser(
         "spp",
         help="signal-propagation plot of an architecture: theory vs measurement",
@@ -42,32 +44,12 @@ def register(subparsers) -> None:
         "checkpoint file with --arch",
     )
     p.add_argument("--input-shape", required=True, metavar="C,H,W", help="per-sample shape")
-    p.add_argument(
-        "--arch",
-        metavar="SPEC",
-        help="MODEL is a checkpoint (state dict, safetensors; never unpickled) of this "
-        "architecture (torchvision:NAME, timm:NAME, module.path:factory)",
-    )
-    p.add_argument(
-        "--allow-import",
-        action="store_true",
-        help="let MODEL/--arch be 'module.path:factory', imported and called: that is "
-        "running CODE; use only with a module you would run as a script",
-    )
-    p.add_argument("--density", type=float, metavar="RHO", help="prune at init to RHO kept")
-    p.add_argument(
-        "--method",
-        metavar="M",
-        help="pruning method with --density (random, magnitude, snip, grasp, synflow, ...); "
-        "data-driven methods get a random batch of the input shape and random labels",
-    )
+    add_model_options(p)
     p.add_argument(
         "--train-mode",
         action="store_true",
         help="BatchNorm batch statistics and dropout on (default: eval mode)",
     )
-    p.add_argument("--batch", type=int, default=32, metavar="B", help="batch size (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and pruning")
     p.add_argument("--out", required=True, metavar="FILE", help="PNG file to write")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=run)
@@ -76,26 +58,10 @@ def register(subparsers) -> None:
 def _options(args):
     """Everything checkable before torch is imported."""
     from sigprop.cli.check import parse_input_shape
-    from sigprop.cli.models import check_model_spec
-    from sigprop.validate import InvalidInput, density, nonneg_int, positive_int
+    from sigprop.cli.models import check_model_options
 
     shape = parse_input_shape(args.input_shape)
-    positive_int(args.batch, "--batch")
-    nonneg_int(args.seed, "--seed")
-    if args.arch is not None:
-        check_model_spec(args.arch, args.allow_import, "--arch")
-    else:
-        check_model_spec(args.model, args.allow_import, "MODEL")
-    if (args.density is None) != (args.method is None):
-        raise InvalidInput("--density and --method go together")
-    if args.density is not None:
-        density(args.density, "--density")
-        from sigprop.prune import METHODS  # imports torch: after the cheap checks
-
-        if args.method not in METHODS:
-            raise InvalidInput(
-                f"unknown pruning method {args.method!r}; choose one of {', '.join(METHODS)}"
-            )
+    check_model_options(args)
     return shape
 
 

@@ -21,6 +21,8 @@ import math
 
 
 def register(subparsers) -> None:
+    from sigprop.cli.models import add_model_options
+
     p = subparsers.add_parser(
         "trainability",
         help="will this (pruned) network train? the theory's prediction before training",
@@ -37,12 +39,7 @@ def register(subparsers) -> None:
         help="torchvision:NAME, timm:NAME, module.path:factory (needs --allow-import), or a "
         "checkpoint file with --arch (state dict) or --trust-pickle (whole module)",
     )
-    p.add_argument(
-        "--arch",
-        metavar="SPEC",
-        help="MODEL is a state-dict checkpoint of this architecture (torchvision:NAME, "
-        "timm:NAME, module.path:factory); never unpickled",
-    )
+    add_model_options(p)
     p.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -50,19 +47,11 @@ def register(subparsers) -> None:
         "for files you trust",
     )
     p.add_argument(
-        "--allow-import",
-        action="store_true",
-        help="let MODEL/--arch be 'module.path:factory', imported and called: that is "
-        "running CODE; use only with a module you would run as a script",
-    )
-    p.add_argument(
         "--input-shape",
         metavar="C,H,W",
         help="per-sample input shape (default 3,224,224 for torchvision/timm image models; "
         "an MLP's is read from its first layer)",
     )
-    p.add_argument("--density", type=float, metavar="RHO", help="prune at init to RHO kept")
-    p.add_argument("--method", metavar="M", help="pruning method with --density")
     p.add_argument(
         "--depth-budget",
         type=float,
@@ -70,8 +59,6 @@ def register(subparsers) -> None:
         help="e-folds of signal or gradient loss the training absorbs (default: the "
         "calibrated sigprop.diagnostics.trainable.DEPTH_BUDGET)",
     )
-    p.add_argument("--batch", type=int, default=32, metavar="B", help="batch size (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and pruning")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=run)
 
@@ -79,28 +66,19 @@ def register(subparsers) -> None:
 def _options(args):
     """Everything checkable before torch is imported."""
     from sigprop.cli.check import parse_input_shape
-    from sigprop.cli.models import check_model_spec
-    from sigprop.validate import InvalidInput, density, nonneg_int, positive_float, positive_int
+    from sigprop.cli.models import check_model_options
+    from sigprop.validate import InvalidInput, positive_float
 
     shape = parse_input_shape(args.input_shape)
-    positive_int(args.batch, "--batch")
-    if args.batch < 2:
-        raise InvalidInput("--batch must be at least 2 (a pair gives the input correlation)")
-    nonneg_int(args.seed, "--seed")
-    if args.depth_budget is not None:
-        positive_float(args.depth_budget, "--depth-budget")
     if args.arch is not None and args.trust_pickle:
         raise InvalidInput(
             "--arch (a state dict) and --trust-pickle (a whole module) exclude each other"
         )
-    if args.arch is not None:
-        check_model_spec(args.arch, args.allow_import, "--arch")
-    elif not args.trust_pickle:
-        check_model_spec(args.model, args.allow_import, "MODEL")
-    if (args.density is None) != (args.method is None):
-        raise InvalidInput("--density and --method go together")
-    if args.density is not None:
-        density(args.density, "--density")
+    check_model_options(args, model_is_spec=not args.trust_pickle)
+    if args.batch < 2:
+        raise InvalidInput("--batch must be at least 2 (a pair gives the input correlation)")
+    if args.depth_budget is not None:
+        positive_float(args.depth_budget, "--depth-budget")
     return shape
 
 
