@@ -56,6 +56,19 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- prunable layers
+#: Per-layer state of :func:`_masked_forward_pre_hook` — the version counters of the last
+#: scan and a weak reference to the weight that carries the gradient hook — kept beside the
+#: module, not in it, so a masked model pickles (``torch.save(model)``) and deep-copies
+#: cleanly; a copy or an unpickled model starts without state and rescans once.
+_HOOK_STATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def forget_mask_state(module: nn.Module) -> None:
+    """Drop :func:`_masked_forward_pre_hook`'s state for ``module`` (its next forward rescans
+    and re-registers the gradient hook)."""
+    _HOOK_STATE.pop(module, None)
+
+
 def _masked_forward_pre_hook(module: nn.Module, args):
     """Keep a layer made prunable by :func:`attach_masks` exactly masked.
 
@@ -63,24 +76,27 @@ def _masked_forward_pre_hook(module: nn.Module, args):
     counters alone otherwise) and makes sure the current ``weight`` parameter carries a
     gradient hook multiplying its gradient by the mask. Tensor hooks are dropped by
     ``copy.deepcopy``; the hook is therefore (re)registered lazily here, once per parameter
-    object, remembered through a weak reference. The hook reaches the module through a weak
-    reference too, so it always reads the module's current mask.
+    object, remembered through a weak reference (in :data:`_HOOK_STATE`). The hook reaches
+    the module through a weak reference too, so it always reads the module's current mask.
+
+    While ``torch.export``/``torch.compile`` trace the module the hook does nothing: the
+    traced forward uses the weights as they are, which every eager forward, ``set_masks``
+    and ``sigprop.nn.reapply_mask_`` leave exactly masked (a data-dependent scan cannot be
+    traced).
     """
+    if torch.compiler.is_compiling():
+        return
     weight, mask = module.weight, module.weight_mask
+    state = _HOOK_STATE.setdefault(module, {})
     # the scan is skipped while neither tensor changed since the last one (their autograd
     # version counters), e.g. for repeated forwards between optimiser steps
-    state = (id(weight), weight._version, id(mask), mask._version)
-    if module.__dict__.get("_sigprop_masked_state") != state:
+    versions = (id(weight), weight._version, id(mask), mask._version)
+    if state.get("versions") != versions:
         with torch.no_grad():
             if bool(((weight != 0) & (mask == 0)).any()):
                 weight.mul_(mask.to(weight.dtype))
-        module.__dict__["_sigprop_masked_state"] = (
-            id(weight),
-            weight._version,
-            id(mask),
-            mask._version,
-        )
-    hooked = module.__dict__.get("_sigprop_hooked_weight")
+        state["versions"] = (id(weight), weight._version, id(mask), mask._version)
+    hooked = state.get("weight")
     if weight.requires_grad and (hooked is None or hooked() is not weight):
         module_ref = weakref.ref(module)
 
@@ -89,7 +105,7 @@ def _masked_forward_pre_hook(module: nn.Module, args):
             return grad if owner is None else grad * owner.weight_mask.to(grad.dtype)
 
         weight.register_hook(mask_grad)
-        module.__dict__["_sigprop_hooked_weight"] = weakref.ref(weight)
+        state["weight"] = weakref.ref(weight)
 
 
 def _computes_masked(module: nn.Module) -> bool:

@@ -15,7 +15,12 @@ from torch import nn
 from sigprop.nn.activation import is_elementwise
 from sigprop.nn.prunable import require_prunable
 from sigprop.nn.utils import as_batches
-from sigprop.prune.masks import _computes_masked, _masked_forward_pre_hook, validate_mask
+from sigprop.prune.masks import (
+    _computes_masked,
+    _masked_forward_pre_hook,
+    forget_mask_state,
+    validate_mask,
+)
 from sigprop.prune.saliency import _grads, _weights_and_masks
 from sigprop.prune.scorer import _DEFAULT, Scorer
 from sigprop.validate import InvalidInput
@@ -116,7 +121,7 @@ class SynFlowSession:
             hooks = layer._forward_pre_hooks
             for key in [k for k, h in hooks.items() if h is _masked_forward_pre_hook]:
                 del hooks[key]
-            layer.__dict__.pop("_sigprop_hooked_weight", None)
+            forget_mask_state(layer)
             if not _computes_masked(layer):
                 self._zeroed.add(name)
                 with torch.no_grad():
