@@ -10,9 +10,14 @@ import numpy as np
 from sigprop._json import to_jsonable
 from sigprop.theory import gaussian
 from sigprop.theory.activations import Activation, get_activation
-from sigprop.theory.meanfield.common import _EPS, _corr, _variance, sigma_arg
+from sigprop.theory.meanfield.common import _corr, _variance, sigma_arg
 from sigprop.theory.meanfield.expectations import moments
-from sigprop.theory.meanfield.fixed_point import _raise_status, q_star, solve_q_star
+from sigprop.theory.meanfield.fixed_point import (
+    _raise_status,
+    newton_bracketed,
+    q_star,
+    solve_q_star,
+)
 from sigprop.validate import InvalidInput
 
 # ---------------------------------------------------------------------------------------
@@ -94,35 +99,10 @@ def solve_c_star(sw, sb, qs, x1, chaos, kern, c0=None) -> tuple[np.ndarray, np.n
         # G(1) = 0 with G′(1) = χ₁ − 1 > 0: one root in [0, 1), Newton from 0 is monotone.
         lo = np.zeros(chaos.size) if c0 is None else c0[chaos]
         hi = np.ones(chaos.size)
-        cs = _newton_from_left(resid, lo, hi)
+        cs = newton_bracketed(resid, lo, hi, x0=lo)
         c[chaos] = cs
         xc[chaos] = w2[chaos] * kern(qs[chaos], cs, chaos)[1]
     return c, xc
-
-
-def _newton_from_left(fn, lo, hi, *, maxiter: int = 200) -> np.ndarray:
-    """Root of a convex G with G(lo) >= 0 > G(hi⁻): Newton from ``lo`` with bisection guard."""
-    x = lo.copy()
-    lo, hi = lo.copy(), hi.copy()
-    active = np.ones(x.size, dtype=bool)
-    for _ in range(maxiter):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
-            break
-        xi = x[idx]
-        f, df = fn(xi, idx)
-        pos = f >= 0
-        lo[idx[pos]] = xi[pos]
-        hi[idx[~pos]] = xi[~pos]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            xn = xi - f / df
-        bad = ~np.isfinite(xn) | (xn < lo[idx]) | (xn >= hi[idx])
-        xn = np.where(bad, 0.5 * (lo[idx] + hi[idx]), xn)
-        xn = np.where(f == 0, xi, xn)
-        conv = (f == 0) | (np.abs(xn - xi) <= 4 * _EPS * np.maximum(np.abs(xn), 1e-300))
-        x[idx] = xn
-        active[idx[conv]] = False
-    return x
 
 
 def _state(activation, sigma_w, sigma_b):

@@ -165,7 +165,9 @@ def newton_bracketed(fn, lo, hi, *, x0=None, maxiter: int = 200) -> np.ndarray:
     """Vectorised safeguarded Newton for a root of F in (lo, hi] with F(lo) > 0 >= F(hi).
 
     ``fn(x, idx)`` returns (F, F′) at x for the elements ``idx``; ``x0`` is an optional
-    starting guess (default ``hi``). A Newton step that leaves the current bracket is
+    starting guess in [lo, hi) (default ``hi``; ``x0 = lo`` starts from the left, which for
+    a convex F converges monotonically to the smallest root). A Newton step that leaves the
+    current bracket is
     replaced by bisection, so every element converges; iteration stops at round-off
     (step below 4 ulp of x).
     """
@@ -173,7 +175,7 @@ def newton_bracketed(fn, lo, hi, *, x0=None, maxiter: int = 200) -> np.ndarray:
     x = hi.copy()
     if x0 is not None:
         x0 = np.asarray(x0, dtype=float)
-        usable = np.isfinite(x0) & (x0 > lo) & (x0 < hi)
+        usable = np.isfinite(x0) & (x0 >= lo) & (x0 < hi)
         x[usable] = x0[usable]
     active = np.ones(lo.size, dtype=bool)
     for _ in range(maxiter):
