@@ -92,11 +92,13 @@ def main() -> None:
         "",
         f"Target: under {TARGET_S:g} s end to end: {verdict} it.",
         "",
-        "`measure` runs the batch forward and backward twice (the per-module records the plot "
-        "draws, then the per-weight-layer arrays of `Measurement` with one probe), and its "
-        "forward hooks accumulate per-channel sums of every module's output and its square in "
-        "float64 (151 modules of ResNet-50, up to 25.7 million elements each at B = 32): the "
-        "time beyond twice the forward + backward row is those passes.",
+        "`measure(..., layers=False)` runs the batch forward and backward once (the "
+        "per-module records the plot draws; the per-weight-layer pass is skipped). Its forward "
+        "hooks reduce every module's output (151 modules of ResNet-50, up to 25.7 million "
+        "elements each at B = 32) to per-sample, per-channel sums and batched dot products "
+        "(`einsum`), accumulated in float64 across samples: the time beyond the forward + "
+        "backward row is those reductions. The previous version (two passes, float64 "
+        "reductions over strided dimensions) took 54.2 s end to end, 44.4 s in `measure`.",
     ]
     text = "\n".join(lines)
     save_report(RESULTS, text)

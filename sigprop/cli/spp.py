@@ -113,9 +113,8 @@ def run(args: argparse.Namespace) -> int:
         raise InternalError(f"the graph engine cannot propagate this model: {exc}") from exc
     timings["predict_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    # one probe for the per-layer arrays (not plotted); the per-module records (the plot)
-    # take their own forward and backward pass
-    meas = measure(model, x, spec=spec, dtype=torch.float32, seed=args.seed, n_probes=1)
+    # the per-module records (the plot) only: one forward and one backward pass
+    meas = measure(model, x, spec=spec, dtype=torch.float32, seed=args.seed, layers=False)
     timings["measure_s"] = time.perf_counter() - t
     parts = spec.graph.block_parts
     rec = signal_propagation_records(pred, meas, block_parts=parts)

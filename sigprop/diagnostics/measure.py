@@ -156,6 +156,7 @@ def measure(
     jacobian: bool = False,
     jacobian_inputs: int = 4,
     node_probes: int = 1,
+    layers: bool = True,
     **jacobian_kwargs,
 ) -> Measurement:
     """Measure q^l, c^l, χ^l and the backward norm flow of ``model`` on ``inputs``.
@@ -172,6 +173,9 @@ def measure(
         (extra keyword arguments are passed to it).
     node_probes: random readouts averaged for the per-module weight-gradient norms
         (``nodes``; one forward pass, one backward pass per readout).
+    layers: ``False`` (graph specs only) skips the per-weight-layer pass (its forward and
+        ``n_probes`` backward passes): ``nodes`` only, the per-layer arrays NaN — what a
+        signal-propagation plot needs.
 
     Without ``spec`` the model is described with ``inputs`` as the example input (shapes
     only), so ``nodes`` covers every module of any traceable model; a model torch.fx cannot
@@ -197,6 +201,10 @@ def measure(
         from sigprop.diagnostics.graph.nodes import measure_nodes
 
         nodes = measure_nodes(work, spec.graph, x.detach(), n_probes=node_probes, seed=seed)
+    if not layers:
+        if spec.graph is None:
+            raise InvalidInput("measure(layers=False) needs a graph spec: describe(model, x)")
+        return _nodes_only(spec, inputs, n_probes, nodes)
     names = all_names
     gen = torch.Generator(device="cpu").manual_seed(seed)
     recorder = _Recorder(work, names)
@@ -236,12 +244,7 @@ def measure(
             delta_sq /= n_probes
     finally:
         recorder.close()
-    x_flat = inputs.detach().to(torch.float64).reshape(inputs.shape[0], -1).cpu()
-    q0 = float((x_flat**2).mean())
-    c0 = None
-    if len(pairs):
-        a, b = x_flat[pairs[:, 0]], x_flat[pairs[:, 1]]
-        c0 = float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean())
+    q0, c0 = _input_moments(inputs, pairs)
     spectrum = None
     if jacobian:
         from sigprop.diagnostics.jacobian import jacobian_spectrum
@@ -274,6 +277,40 @@ def measure(
         n_inputs=int(inputs.shape[0]),
         n_probes=int(n_probes),
         spectrum=spectrum,
+        nodes=nodes,
+        blocks=tuple(spec.blocks),
+    )
+
+
+def _input_moments(inputs: torch.Tensor, pairs: np.ndarray) -> tuple[float, float | None]:
+    """(q0, c0) of the inputs in float64: mean square, mean cosine of the ``pairs``."""
+    x_flat = inputs.detach().to(torch.float64).reshape(inputs.shape[0], -1).cpu()
+    c0 = None
+    if len(pairs):
+        a, b = x_flat[pairs[:, 0]], x_flat[pairs[:, 1]]
+        c0 = float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean())
+    return float((x_flat**2).mean()), c0
+
+
+def _nodes_only(spec: ModelSpec, inputs: torch.Tensor, n_probes: int, nodes: dict):
+    """A :class:`Measurement` with the per-module ``nodes`` and NaN per-layer arrays."""
+    n, b = len(spec.names), int(inputs.shape[0])
+    nan = np.full(n, np.nan)
+    pairs = input_pairs(b)
+    q0, c0 = _input_moments(inputs, pairs)
+    return Measurement(
+        names=spec.names,
+        q=nan,
+        q_per_input=np.full((n, b), np.nan),
+        c=None if c0 is None else nan.copy(),
+        c_per_pair=None if c0 is None else np.full((n, len(pairs)), np.nan),
+        chi=nan.copy(),
+        delta_sq=nan.copy(),
+        grad_ratio=nan.copy(),
+        q0=q0,
+        c0=c0,
+        n_inputs=b,
+        n_probes=int(n_probes),
         nodes=nodes,
         blocks=tuple(spec.blocks),
     )

@@ -112,3 +112,28 @@ def test_measured_channel_statistics_against_float64(shift, tok):
     assert got["mean"] == pytest.approx(float(yd.mean()), rel=1e-6, abs=1e-9)
     assert got["avg_sq_ch_mean"] == pytest.approx(float(per_ch.mean(1).pow(2).mean()), rel=1e-6)
     assert got["avg_ch_var"] == pytest.approx(float(per_ch.var(1).mean()), rel=1e-4)
+
+
+def test_measure_nodes_only_skips_the_layer_pass():
+    """``measure(layers=False)``: the same per-module records as the full measurement (one
+    pass fewer), NaN per-layer arrays, and a refusal without a graph."""
+    import math
+
+    from sigprop.validate import InvalidInput
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 8 * 8, 4),
+    )
+    x = torch.randn(8, 3, 8, 8)
+    spec = describe(model, x)
+    full = measure(model, x, spec=spec, n_probes=1)
+    fast = measure(model, x, spec=spec, n_probes=1, layers=False)
+    assert fast.nodes == full.nodes
+    assert all(math.isnan(v) for v in fast.q) and fast.q0 == full.q0 and fast.c0 == full.c0
+    with pytest.raises(InvalidInput, match="graph"):
+        measure(model, x, spec=describe(model), layers=False)

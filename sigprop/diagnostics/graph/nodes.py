@@ -76,16 +76,20 @@ def predicted_nodes(tr: Translation, result) -> tuple[dict, tuple[str, ...]]:
 
 
 def _stats(y: torch.Tensor, tok: bool) -> dict:
-    """Brock et al.'s statistics from per-channel sums accumulated in float64 (one pass over
-    the output and one over its square; no float64 copy of the activation)."""
+    """Brock et al.'s statistics from per-sample, per-channel sums: in the activation's
+    precision over the positions of one channel of one sample (at most H·W terms, torch's
+    pairwise reduction), then in float64 over samples and channels. The squares and the
+    pair products are batched dot products (``einsum``), so no temporary of the activation's
+    size and no float64 copy of it is made."""
     y = y.detach()
     n = y.shape[0]
     if tok and y.ndim >= 3:
         y = y.movedim(-1, 1)
     flat = y.reshape(n, y.shape[1] if y.ndim > 1 else 1, -1)
     count = flat.shape[0] * flat.shape[2]  # samples × positions per channel
-    s1 = flat.sum(dim=(0, 2), dtype=torch.float64)
-    s2 = (flat * flat).sum(dim=(0, 2), dtype=torch.float64)
+    s1 = flat.sum(dim=2).double().sum(dim=0)
+    sq = torch.einsum("ncp,ncp->nc", flat, flat).double()  # (samples, channels)
+    s2 = sq.sum(dim=0)
     ch_mean = s1 / count
     rec = {
         "q": float(s2.sum()) / (count * s2.numel()),
@@ -98,8 +102,9 @@ def _stats(y: torch.Tensor, tok: bool) -> dict:
     pairs = n // 2
     if pairs:
         a, b = flat[0 : 2 * pairs : 2], flat[1 : 2 * pairs : 2]
-        den = 0.5 * float((a * a).sum(dtype=torch.float64) + (b * b).sum(dtype=torch.float64))
-        rec["correlation"] = float((a * b).sum(dtype=torch.float64)) / den if den > 0 else math.nan
+        den = 0.5 * float(sq[0 : 2 * pairs].sum())
+        ab = float(torch.einsum("ncp,ncp->nc", a, b).double().sum())
+        rec["correlation"] = ab / den if den > 0 else math.nan
     return rec
 
 
