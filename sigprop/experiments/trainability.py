@@ -110,20 +110,19 @@ def label_runs(rows: list[Mapping], reference: Mapping[str, float] | None = None
     return out
 
 
-def _structural_failure(r: Mapping) -> bool:
-    return r["connected"] is False or r["effective_density"] == 0.0 or r["collapsed_layers"] > 0
-
-
 def effective_depths(rows: Iterable[Mapping]) -> np.ndarray:
-    """E per row, ``inf`` where the mask cuts the network (score 0)."""
+    """E per row, ``inf`` where the mask cuts the network (score 0; the rule's ``is_cut``
+    on the row's ``connected``, ``effective_density`` and ``collapsed_layers`` count)."""
+    from sigprop.diagnostics.trainable.rule import is_cut
+
     return np.array(
-        [math.inf if _structural_failure(r) else float(r["effective_depth"]) for r in rows]
+        [
+            math.inf
+            if is_cut(r["connected"], r["effective_density"], r["collapsed_layers"])
+            else float(r["effective_depth"])
+            for r in rows
+        ]
     )
-
-
-def _scores(e: np.ndarray, budget: float) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return np.where(np.isinf(e), 0.0, np.exp2(-e / budget))
 
 
 def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
@@ -212,6 +211,7 @@ def evaluate(
     from sklearn.metrics import roc_auc_score
 
     from sigprop.diagnostics.trainable import DEPTH_BUDGET
+    from sigprop.diagnostics.trainable.rule import score_of_depth
 
     b = DEPTH_BUDGET if budget is None else float(budget)
     ref = reference_accuracy(rows) if reference is None else dict(reference)
@@ -219,7 +219,7 @@ def evaluate(
     if labels.all() or not labels.any():
         raise InvalidInput("the split needs runs that trained and runs that did not")
     e = effective_depths(rows)
-    score = _scores(e, b)
+    score = score_of_depth(e, b)
     pred = score >= 0.5
     tn = int(np.sum(~pred & ~labels))
     fp = int(np.sum(pred & ~labels))

@@ -25,6 +25,7 @@ def plot_trainability(
     """Draw ``splits`` (name → rows) as described in the module doc; returns the path."""
     from sklearn.metrics import roc_curve
 
+    from sigprop.diagnostics.trainable.rule import score_of_depth
     from sigprop.experiments.trainability import (
         BASELINES,
         effective_depths,
@@ -41,8 +42,7 @@ def plot_trainability(
             ev = evaluate(rows, budget)
             labels = label_runs(rows, ev.reference)
             e = effective_depths(rows)
-            with np.errstate(over="ignore"):
-                score = np.where(np.isinf(e), 0.0, np.exp2(-e / ev.budget))
+            score = score_of_depth(e, ev.budget)
             ax = axes[row, 0]
             fpr, tpr, _ = roc_curve(labels, score)
             ax.plot(fpr, tpr, color="k", lw=1.6, label=f"score (AUC {ev.auc:.3f})")

@@ -92,9 +92,7 @@ def test_correlation_depth_at_the_fixed_point_is_depth_over_xi_c():
     assert c_star < 0.99 and chi_c < 1
     q0 = (q_star - sb**2) / sw**2
     c0 = (c_star * q_star - sb**2) / (sw**2 * q0)
-    # hidden layers only (the read-out is linear): width = n_in keeps every layer tanh-fed
     model = _exact_chain("tanh", depth, sw, sb)
-    ind = trainability(model, c0=c0).indicators  # q0 = 1 without data: rescale the input
     spec = describe(model)
     pred = predict(spec, q0=q0, c0=c0)
     slopes = np.asarray(pred.c_slope)
@@ -102,7 +100,11 @@ def test_correlation_depth_at_the_fixed_point_is_depth_over_xi_c():
     expected = -math.log(sw**2 * q0 / q_star) - (depth - 1) * math.log(chi_c)
     # the read-out layer (no activation after it) is still a tanh-fed layer at the fixed point
     assert -np.sum(np.log(slopes)) == pytest.approx(expected, rel=1e-6)
-    assert ind.correlation_depth > 0
+    # trainability's D is this sum (c0 given; q0 = 1 without data, so rescale the input)
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = x * math.sqrt(q0 / float((x**2).mean()))
+    d = trainability(model, x, c0=c0).indicators.correlation_depth
+    assert d == pytest.approx(expected, rel=1e-6)
 
 
 def test_correlation_depth_against_wide_random_networks():
@@ -281,8 +283,8 @@ def test_disconnected_mask_scores_zero():
         layer.weight_mask.zero_()
         layer.apply_mask_()
     t = trainability(model)
-    assert t.score == 0.0 and not t.trainable
-    assert "every weight of 4" in t.reasons[0] or "no input" in t.reasons[0]
+    assert t.score == 0.0 and not t.trainable and t.indicators.connected is False
+    assert t.reasons[0].startswith("no input→output path")
 
 
 def test_residual_graph_bypassed_branch():

@@ -99,9 +99,7 @@ class Indicators:
     def to_dict(self) -> dict:
         from sigprop._json import to_jsonable
 
-        out = to_jsonable({k: getattr(self, k) for k in self.__dataclass_fields__})
-        out["xi_c"] = to_jsonable(self.xi_c)
-        return out
+        return {**to_jsonable(self), "xi_c": to_jsonable(self.xi_c)}
 
 
 def _first_tensor(inputs):

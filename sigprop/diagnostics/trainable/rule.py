@@ -32,9 +32,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from sigprop.diagnostics.trainable.indicators import Indicators
 
-__all__ = ["DEPTH_BUDGET", "effective_depth", "reasons", "score"]
+__all__ = [
+    "DEPTH_BUDGET",
+    "effective_depth",
+    "is_cut",
+    "reasons",
+    "score",
+    "score_of_depth",
+    "structural_failure",
+]
 
 #: B: e-folds of signal or gradient loss a network is predicted to train through. Fixed on
 #: the calibration split (88 runs: ``calibrate_budget`` gives 6.344, balanced accuracy 0.94,
@@ -49,8 +59,24 @@ def effective_depth(ind: Indicators) -> float:
     return mean_field + ind.fan_in_depth
 
 
+def is_cut(connected: bool | None, effective_density: float | None, n_collapsed: int) -> bool:
+    """The mask leaves nothing to train: no input→output path, no effective weight, or a
+    fully pruned layer that no skip bypasses (module doc)."""
+    return connected is False or effective_density == 0.0 or n_collapsed > 0
+
+
+def score_of_depth(e, budget: float = DEPTH_BUDGET):
+    """2^(−E/B) for E e-folds (scalar or array); 0 where E is infinite (a cut mask)."""
+    e = np.asarray(e, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        out = np.where(np.isinf(e), 0.0, np.exp2(-e / budget))
+    return float(out) if out.ndim == 0 else out
+
+
 def structural_failure(ind: Indicators) -> str | None:
     """Why the mask leaves nothing to train, or ``None``."""
+    if not is_cut(ind.connected, ind.effective_density, len(ind.collapsed_layers)):
+        return None
     if ind.connected is False or ind.effective_density == 0.0:
         return (
             "no input→output path survives the mask (effective density 0): the output "
@@ -70,8 +96,7 @@ def score(ind: Indicators, budget: float = DEPTH_BUDGET) -> float:
     """2^(−E/B), or 0 for a structural failure (module doc)."""
     if structural_failure(ind) is not None:
         return 0.0
-    e = effective_depth(ind)
-    return 0.0 if math.isinf(e) else float(2.0 ** (-e / budget))
+    return score_of_depth(effective_depth(ind), budget)
 
 
 def _decades(nats: float) -> str:
