@@ -96,13 +96,22 @@ def _masked_forward_pre_hook(module: nn.Module, args):
             if bool(((weight != 0) & (mask == 0)).any()):
                 weight.mul_(mask.to(weight.dtype))
         state["versions"] = (id(weight), weight._version, id(mask), mask._version)
+        # an all-ones mask (a dense layer: every pruning at initialisation starts there)
+        # needs no gradient masking; remembered for this mask's version only
+        state["full"] = (weakref.ref(mask), mask._version) if bool(mask.all()) else None
     hooked = state.get("weight")
     if weight.requires_grad and (hooked is None or hooked() is not weight):
         module_ref = weakref.ref(module)
 
         def mask_grad(grad):
             owner = module_ref()
-            return grad if owner is None else grad * owner.weight_mask.to(grad.dtype)
+            if owner is None:
+                return grad
+            mask = owner.weight_mask
+            full = _HOOK_STATE.get(owner, {}).get("full")
+            if full is not None and full[0]() is mask and full[1] == mask._version:
+                return grad  # the mask is all ones: multiplying would change nothing
+            return grad * mask.to(grad.dtype)
 
         weight.register_hook(mask_grad)
         state["weight"] = weakref.ref(weight)

@@ -110,15 +110,19 @@ def _weights_and_masks(model: nn.Module):
     return names, weights, masks
 
 
-def _grads(outputs, weights, grad_outputs=None, create_graph: bool = False):
+def _grads(
+    outputs, weights, grad_outputs=None, create_graph: bool = False, contiguous: bool = True
+):
     """``torch.autograd.grad`` of ``outputs`` for ``weights`` (zeros for unused weights).
 
     ``grad_outputs`` gives vector-Jacobian products: with ``outputs`` a differentiable
     gradient g(θ) and ``grad_outputs = v`` held fixed this is Hv = ∂⟨v, g(θ)⟩/∂θ.
     Without ``create_graph`` the returned tensors are contiguous, distinct and the caller's
     to modify in place (an expanded gradient, or the repeat of a weight shared by two
-    layers, is copied first). Entries of a list ``outputs`` that do not depend on the
-    weights are skipped with their ``grad_outputs``.
+    layers, is copied first); ``contiguous=False`` leaves autograd's strides alone (repeats
+    are still copied), for a caller whose next step writes a fresh tensor anyway. Entries
+    of a list ``outputs`` that do not depend on the weights are skipped with their
+    ``grad_outputs``.
     """
     if isinstance(outputs, list):
         keep = [i for i, o in enumerate(outputs) if o.requires_grad]
@@ -140,10 +144,21 @@ def _grads(outputs, weights, grad_outputs=None, create_graph: bool = False):
             g = torch.zeros_like(w)
         elif not create_graph:
             # a weight shared by two layers gets the same tensor twice: copy the repeats
-            g = g.clone() if id(g) in seen else g.contiguous()
+            g = g.clone() if id(g) in seen else (g.contiguous() if contiguous else g)
         seen.add(id(g))
         out.append(g)
     return out
+
+
+def _times(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """θ ⊙ h in one pass: in place into ``h`` where it is contiguous, else into a fresh
+    tensor of the weight's layout (the double backward of a convolution returns Hg with
+    input and output channels' strides swapped; a contiguous copy first would be a second
+    pass)."""
+    w = w.detach()
+    if h.is_contiguous():
+        return h.mul_(w)
+    return torch.mul(w, h, out=torch.empty_like(w, memory_format=torch.contiguous_format))
 
 
 def _normalise_(raw: list[torch.Tensor], masks, what: str, eps: float | None = None):
@@ -266,7 +281,7 @@ def grasp_scores(
         # differentiable gradient with v = stop_grad(g) (no scalar ⟨v, g⟩ is formed)
         x, y = checked[0]
         g = _grads(loss_of(x, y), weights, create_graph=True)
-        hg = _grads(g, weights, grad_outputs=[gi.detach() for gi in g])
+        hg = _grads(g, weights, grad_outputs=[gi.detach() for gi in g], contiguous=False)
     else:
         # fresh accumulators: a gradient may share memory with a grad_output in degenerate
         # models, and g_stop is reused for every batch
@@ -277,9 +292,9 @@ def grasp_scores(
         hg = [torch.zeros_like(w) for w in weights]
         for x, y in checked:
             g = _grads(loss_of(x, y), weights, create_graph=True)
-            for t, h in zip(hg, _grads(g, weights, grad_outputs=g_stop)):
+            for t, h in zip(hg, _grads(g, weights, grad_outputs=g_stop, contiguous=False)):
                 t.add_(h)
-    raw = [h.mul_(w.detach()) for w, h in zip(weights, hg)]
+    raw = [_times(w, h) for w, h in zip(weights, hg)]
     if not normalise:
         return {n: r.mul_(m) for n, r, m in zip(names, raw, masks)}
     return dict(zip(names, _normalise_(raw, masks, "GraSP", eps)))

@@ -107,9 +107,9 @@ def _topk_masks(
     if k <= 0 or k >= m:
         keeps = [full(a, e, k > 0) for a, e in zip(arrs, elig)]
     else:
-        thr, bands = _kth_largest(arrs, elig, k, m, backend)
+        thr, bands, one_value = _kth_largest(arrs, elig, k, m, backend)
         if bands is not None:
-            return _from_bands(arrs, bands, thr, k)
+            return _from_bands(bands, thr, k, one_value)
         keeps = []
         for a, e in zip(arrs, elig):
             keep = a >= thr
@@ -132,24 +132,47 @@ def _topk_masks(
     return [torch.from_numpy(kp) if backend else kp for kp in keeps]
 
 
-def _from_bands(arrs, bands, thr, k: int) -> list[torch.Tensor]:
-    """The top-k masks from :func:`_kth_largest`'s bracket: per layer the eligible entries
-    above the bracket (a fresh boolean array, kept as is) and the indices of the eligible
-    entries inside it (the only ones that can equal or straddle ``thr``), so no further pass
-    over all entries is needed. Ties at ``thr`` beyond ``k`` are dropped from the end."""
+def _from_bands(bands, thr, k: int, one_value: bool) -> list[torch.Tensor]:
+    """The top-k masks from :func:`_kth_largest`'s bracket, with no further pass over all
+    entries. ``bands`` holds per layer the eligible entries above the bracket (a fresh
+    boolean array, kept as is), those inside it (a boolean array for a one-value band, else
+    their indices and values) and their number.
+
+    A one-value band (``one_value``: every entry in it equals ``thr``; the tie is the
+    threshold, e.g. the zero scores of weights no input reaches, millions in a ResNet on
+    32x32 inputs) is kept
+    whole with one boolean OR per layer, and the surplus of ties is dropped from the end:
+    whole layers' bands from the last layer backwards, then the last indices of one layer.
+    A wider band is gathered by index (it is small: the sample's bracket) and its entries at
+    or above ``thr`` are kept; ties at ``thr`` beyond ``k`` are dropped from the end."""
     keeps, ties, kept = [], [], 0
-    for a, (over, idx) in zip(arrs, bands):
-        vals = a[idx]
-        over[idx[vals >= thr]] = True
-        ties.append(idx[vals == thr])
-        kept += int(np.count_nonzero(over))
-        keeps.append(over)
+    for over, band, n in bands:
+        if one_value:  # band: the boolean entries inside
+            keep = over | band if n else over
+            ties.append((band, n))
+        else:  # band: (indices inside, their values)
+            idx, vals = band
+            over[idx[vals >= thr]] = True
+            keep = over
+            tied = idx[vals == thr]
+            ties.append((tied, tied.size))
+        kept += int(np.count_nonzero(keep))
+        keeps.append(keep)
     surplus = kept - k
-    for keep, tied in zip(reversed(keeps), reversed(ties)):
+    for i in reversed(range(len(keeps))):
         if surplus <= 0:
             break
-        drop = min(surplus, tied.size)
-        keep[tied[tied.size - drop :]] = False
+        tied, n_tied = ties[i]
+        if n_tied == 0:
+            continue
+        if one_value:
+            if n_tied <= surplus:  # every tie of this layer goes: its entries above stay
+                keeps[i] = bands[i][0]
+                surplus -= n_tied
+                continue
+            tied = np.flatnonzero(tied)
+        drop = min(surplus, n_tied)
+        keeps[i][tied[n_tied - drop :]] = False
         surplus -= drop
     return [torch.from_numpy(kp) for kp in keeps]
 
@@ -171,7 +194,8 @@ def _odd_prime_at_least(n: int) -> int:
 def _kth_largest(arrs, elig, k: int, m: int, backend):
     """The k-th largest of the ``m`` eligible entries of ``arrs`` (1 ≤ k < m), exactly, and
     the bracket it was found in (``None`` when found by a full selection; else per layer
-    the eligible entries above the bracket and the indices of those inside it).
+    the eligible entries above the bracket, those inside it and their number, as
+    :func:`_from_bands` reads them), and whether that bracket is one tied value.
 
     Small inputs: one selection over the gathered eligible entries (``numpy.partition``, or
     ``torch.kthvalue`` off the CPU). Large ones (numpy only): a strided sample of the
@@ -195,7 +219,7 @@ def _kth_largest(arrs, elig, k: int, m: int, backend):
 
     total = sum(a.size if backend else a.numel() for a in arrs)
     if not backend or m <= _SMALL:
-        return exact(), None
+        return exact(), None, False
     stride = _odd_prime_at_least(total // _SAMPLE)
     sample, offset = [], 0
     for a, e in zip(arrs, elig):
@@ -206,34 +230,36 @@ def _kth_largest(arrs, elig, k: int, m: int, backend):
     s = np.concatenate(sample)
     n = s.size
     if n < 256:
-        return exact(), None
+        return exact(), None, False
     q = k / m
     pos = n * (1.0 - q)  # ascending index of the k-th largest in the sample
     delta = 6.0 * math.sqrt(n * q * (1.0 - q)) + 8.0
     i_lo, i_hi = math.floor(pos - delta), math.ceil(pos + delta)
     lo = -np.inf if i_lo < 0 else np.partition(s, min(i_lo, n - 1))[min(i_lo, n - 1)]
     hi = np.inf if i_hi >= n else np.partition(s, max(i_hi, 0))[max(i_hi, 0)]
-    above, inside_count, insides, overs = 0, 0, [], []
+    above, inside_count, bands = 0, 0, []
     for a, e in zip(arrs, elig):
-        over = a > hi
+        over = np.greater(a, hi)
+        inside = np.greater_equal(a, lo)
+        inside ^= over  # lo <= a <= hi (over is a subset of inside's >= lo)
         if e is not None:
             over &= e
-        above += int(np.count_nonzero(over))
-        inside = a >= lo
-        inside &= ~over
-        if e is not None:
             inside &= e
-        inside_count += int(np.count_nonzero(inside))
-        insides.append(inside)
-        overs.append(over)
+        n_over, n_in = int(np.count_nonzero(over)), int(np.count_nonzero(inside))
+        above += n_over
+        inside_count += n_in
+        bands.append((over, inside, n_in))
     need = k - above
     if not 1 <= need <= inside_count:
-        return exact(), None
-    bands = [(over, np.flatnonzero(inside)) for over, inside in zip(overs, insides)]
+        return exact(), None, False
     if lo == hi:  # the band is one tied value (e.g. the zero scores of unused weights)
-        return lo, bands
-    b = np.concatenate([a[idx] for a, (_, idx) in zip(arrs, bands)])
-    return np.partition(b, b.size - need)[b.size - need], bands
+        return lo, bands, True
+    gathered = []
+    for a, (over, inside, n) in zip(arrs, bands):
+        idx = np.flatnonzero(inside) if n else np.empty(0, dtype=np.intp)
+        gathered.append((over, (idx, a[idx]), n))
+    b = np.concatenate([vals for _, (_, vals), _ in gathered])
+    return np.partition(b, b.size - need)[b.size - need], gathered, False
 
 
 def select(

@@ -109,6 +109,8 @@ class SynFlowSession:
                     b.abs_()
         for module in self.model.modules():
             if is_elementwise(module):
+                if getattr(module, "inplace", False) is True:
+                    module.inplace = False  # an in-place ReLU would rewrite the bypassed input
                 module.register_forward_hook(_identity_hook)
         self.layers = require_prunable(self.model)
         # layers made prunable by attach_masks lose their masking hooks in the copy: their
@@ -116,7 +118,6 @@ class SynFlowSession:
         # than checked at every forward and multiplied into every gradient (the scores
         # |θ ⊙ ∂R/∂θ| vanish at a zero weight whatever its gradient)
         self._zeroed = set()
-        self._kept: dict[str, np.ndarray] = {}  # last mask of each zeroed CPU layer
         for name, layer in self.layers.items():
             hooks = layer._forward_pre_hooks
             for key in [k for k, h in hooks.items() if h is _masked_forward_pre_hook]:
@@ -124,10 +125,13 @@ class SynFlowSession:
             forget_mask_state(layer)
             if not _computes_masked(layer):
                 self._zeroed.add(name)
+                keep = layer.weight_mask.detach() != 0
                 with torch.no_grad():
-                    layer.weight.mul_(layer.weight_mask.to(layer.weight.dtype))
-                if layer.weight.device.type == "cpu":
-                    self._kept[name] = (layer.weight_mask.detach() != 0).reshape(-1).numpy()
+                    layer.weight.mul_(keep)
+                # the copy's own bookkeeping: nothing computes with this mask, so it is kept
+                # boolean (``Module.to(dtype)`` leaves it alone: no float64 copy of it) and on
+                # the CPU doubles as the last mask that ``_drop_only`` compares against
+                layer.weight_mask = keep
         for m in self.layers.values():
             m.weight.requires_grad_(True)
         model_dtype = next(iter(self.layers.values())).weight.dtype
@@ -175,30 +179,27 @@ class SynFlowSession:
                 if layer is None:
                     raise InvalidInput(f"{name!r} is not a prunable weight of the SynFlow copy")
                 keep = validate_mask(mask, layer.weight.shape, name)
-                if name in self._zeroed and self._drop_only(name, layer, keep):
+                if name in self._zeroed and self._drop_only(layer, keep):
                     continue
                 layer.weight_mask.copy_(keep)
                 if name in self._zeroed:
-                    layer.weight.mul_(layer.weight_mask.to(layer.weight.dtype))
-                    if layer.weight.device.type == "cpu":
-                        self._kept[name] = keep.detach().cpu().reshape(-1).numpy().copy()
+                    layer.weight.mul_(layer.weight_mask)
 
-    def _drop_only(self, name: str, layer: nn.Module, keep: torch.Tensor) -> bool:
+    def _drop_only(self, layer: nn.Module, keep: torch.Tensor) -> bool:
         """Zero just the weights (and mask entries) newly pruned since the last mask, when
         the new mask only removes entries (every round of iterative pruning): two boolean
-        pass and a scatter instead of a dtype conversion and a multiply over all weights."""
-        prev = self._kept.get(name)
-        if prev is None or keep.device.type != "cpu" or layer.weight.device.type != "cpu":
+        passes and a scatter instead of a multiply over all weights."""
+        if keep.device.type != "cpu" or layer.weight.device.type != "cpu":
             return False
+        prev = layer.weight_mask.view(-1).numpy()
         new = keep.reshape(-1).numpy()
         changed = np.flatnonzero(prev != new)
         if bool(new[changed].any()):
             return False  # entries come back: the general path
-        dropped = torch.from_numpy(changed)
-        if dropped.numel():
+        if changed.size:
+            dropped = torch.from_numpy(changed)
             layer.weight.detach().view(-1)[dropped] = 0.0
-            layer.weight_mask.view(-1)[dropped] = 0.0
-        self._kept[name] = new.copy()
+            prev[changed] = False
         return True
 
     def scores(self) -> Scores:
@@ -207,16 +208,17 @@ class SynFlowSession:
         while True:
             weights = [self.layers[n].weight for n in names]
             r = self.objective()
-            # no explicit gradient masking: pruned positions score 0, as either the layer
-            # computes with weight*mask (∂R/∂weight = 0 there) or the weight is 0 (set_masks)
-            grads = _grads(r, weights)
             value = float(r.detach())
             guarded = self._auto and self.dtype == torch.float32
             ok = math.isfinite(value) and (
                 not guarded or _FLOAT32_SAFE[0] <= value <= _FLOAT32_SAFE[1]
             )
             if ok:
+                # no explicit gradient masking: pruned positions score 0, as either the layer
+                # computes with weight*mask (∂R/∂weight = 0 there) or the weight is 0
+                grads = _grads(r, weights)
                 break
+            del r  # R alone decides the precision: no backward pass for a refused round
             if self._auto and self.dtype != torch.float64:
                 self._to(torch.float64)
                 continue

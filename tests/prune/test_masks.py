@@ -278,6 +278,26 @@ def test_attached_masks_hold_through_sgd_and_deepcopy():
     assert not torch.equal(model(x), model(x * 0))
 
 
+
+@pytest.mark.parametrize("change", ["in_place", "new_tensor"])
+def test_a_dense_mask_skips_gradient_masking_until_the_mask_changes(change):
+    # an all-ones mask leaves gradients as autograd made them (no multiply); a mask pruned
+    # after the forward pass -- in place or replaced by a new tensor -- is honoured by the
+    # very next backward, with no forward in between to rescan it
+    torch.manual_seed(0)
+    model = _net()
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    loss = nn.functional.cross_entropy(model(x), y)
+    (g,) = torch.autograd.grad(loss, [model[0].weight], retain_graph=True)
+    assert (g != 0).all()
+    keep = torch.rand(model[0].weight.shape) < 0.5
+    if change == "in_place":
+        model[0].weight_mask.copy_(keep)
+    else:
+        model[0].weight_mask = keep.float()
+    (g2,) = torch.autograd.grad(loss, [model[0].weight])
+    assert torch.equal(g2, g * keep)
+
 def test_compact_dct_layers_are_refused_not_skipped():
     """A compact-storage DCT layer has a fixed support: pruning a model that mixes it with
     prunable layers must say so instead of silently leaving it out."""

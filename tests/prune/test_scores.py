@@ -137,6 +137,29 @@ def test_synflow_bypasses_sigprop_activation_modules():
     torch.testing.assert_close(scores["2.weight"], a2 * a1.sum(1)[None, :], rtol=1e-12, atol=0)
 
 
+def test_synflow_bypasses_in_place_relu_with_a_negative_pre_activation():
+    # BatchNorm in eval mode subtracts |running_mean|: with a large mean the linearised
+    # pre-activation is negative, and an in-place ReLU (torchvision's) must not clip the
+    # input the bypass hands on. R against the linear network written out by hand.
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(inplace=True), nn.Linear(6, 2)
+    ).double()
+    model[1].running_mean.fill_(5.0)
+    M.attach_masks(model)
+    session = S.SynFlowSession(model)
+    lin1, bn, lin2 = model[0], model[1], model[3]
+    with torch.no_grad():
+        h = lin1.weight.abs() @ torch.ones(4, dtype=torch.float64) + lin1.bias.abs()
+        h = (h - bn.running_mean.abs()) * bn.weight.abs() / torch.sqrt(
+            bn.running_var.abs() + bn.eps
+        ) + bn.bias.abs()
+        expected = (lin2.weight.abs() @ h + lin2.bias.abs()).sum()
+    assert (h < 0).any()  # the case the in-place ReLU would have clipped
+    assert float(session.objective().detach()) == pytest.approx(float(expected), rel=1e-12)
+    assert model[2].inplace  # the caller's model is untouched
+
+
 def test_synflow_switches_to_float64_when_float32_overflows():
     torch.manual_seed(0)
     layers = []
