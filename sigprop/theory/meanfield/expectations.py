@@ -9,6 +9,7 @@ import numpy as np
 
 from sigprop.theory import gaussian
 from sigprop.theory.activations import Activation, get_activation
+from sigprop.theory.chebyshev import barycentric_rows, panel_nodes
 from sigprop.theory.meanfield.common import _Q_TINY, _variance
 from sigprop.validate import InvalidInput
 
@@ -100,11 +101,8 @@ def moments_with_dg1(act: Activation, q: np.ndarray) -> dict[str, np.ndarray]:
     return m
 
 
+#: Chebyshev points per panel of :class:`MomentTable`
 _CHEB_D = 20
-_CHEB_X = np.cos((2 * np.arange(_CHEB_D) + 1) * np.pi / (2 * _CHEB_D))
-_CHEB_W = (-1.0) ** np.arange(_CHEB_D) * np.sin(
-    (2 * np.arange(_CHEB_D) + 1) * np.pi / (2 * _CHEB_D)
-)
 
 
 class MomentTable:
@@ -127,8 +125,7 @@ class MomentTable:
         self.act = get_activation(activation)
         top = max(-9, math.ceil(math.log2(max(s_top, 2.0**-9))))
         self.edges = np.concatenate([[0.0], 2.0 ** np.arange(-10, top + 1)])
-        a, b = self.edges[:-1, None], self.edges[1:, None]
-        self.s_nodes = 0.5 * (a + b) + 0.5 * (b - a) * _CHEB_X
+        self.s_nodes = panel_nodes(self.edges, _CHEB_D)
         q = self.s_nodes.ravel() ** 2
         m = moments_with_dg1(self.act, q)
         self.values = np.stack([m[k] for k in _TABLED], axis=-1).reshape(
@@ -156,15 +153,7 @@ class MomentTable:
 
     def _locate(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Panel index and barycentric weight rows (len(s), D) for s within the table."""
-        panel = np.clip(np.searchsorted(self.edges, s, side="right") - 1, 0, len(self.edges) - 2)
-        a, b = self.edges[panel], self.edges[panel + 1]
-        t = (2.0 * s - a - b) / (b - a)
-        diff = t[:, None] - _CHEB_X[None, :]
-        exact = diff == 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lw = _CHEB_W / diff
-        lw = np.where(exact.any(axis=1, keepdims=True), exact.astype(float), lw)
-        return panel, lw / lw.sum(axis=1, keepdims=True)
+        return barycentric_rows(self.edges, s, _CHEB_D)
 
     def moments(self, q) -> dict[str, np.ndarray]:
         """:func:`moments` (g0, g1, dg0) plus dg1 = d g1/dq, interpolated where s = √q is

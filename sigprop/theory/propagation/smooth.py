@@ -28,15 +28,14 @@ import math
 import numpy as np
 
 from sigprop.theory import gaussian
+from sigprop.theory.chebyshev import barycentric_rows, panel_nodes
 from sigprop.theory.activations import Activation
 
 __all__ = ["Smooth", "HERMITE_TERMS"]
 
 HERMITE_TERMS = 32
 _EDGES = np.concatenate([[0.0], 2.0 ** np.arange(-8, 7)])
-_D = 16
-_CX = np.cos((2 * np.arange(_D) + 1) * np.pi / (2 * _D))
-_CW = (-1.0) ** np.arange(_D) * np.sin((2 * np.arange(_D) + 1) * np.pi / (2 * _D))
+_D = 16  # Chebyshev points per panel
 _LADDER = (0.0, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 4.0, -4.0, 8.0, -8.0)
 _CHUNK = 8192
 
@@ -62,8 +61,7 @@ class Smooth:
 
     # -- the zero-mean table --------------------------------------------------------
     def _build(self):
-        a, b = _EDGES[:-1, None], _EDGES[1:, None]
-        s = (0.5 * (a + b) + 0.5 * (b - a) * _CX).ravel()
+        s = panel_nodes(_EDGES, _D).ravel()
         q = s * s
         act = self.act
         vals = [
@@ -78,15 +76,7 @@ class Smooth:
 
     def _interp(self, s: np.ndarray) -> np.ndarray:
         table = self._table if self._table is not None else self._build()
-        panel = np.clip(np.searchsorted(_EDGES, s, side="right") - 1, 0, len(_EDGES) - 2)
-        lo, hi = _EDGES[panel], _EDGES[panel + 1]
-        t = (2.0 * s - lo - hi) / (hi - lo)
-        diff = t[:, None] - _CX[None, :]
-        exact = diff == 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lw = _CW / diff
-        lw = np.where(exact.any(axis=1, keepdims=True), exact.astype(float), lw)
-        lw = lw / lw.sum(axis=1, keepdims=True)
+        panel, lw = barycentric_rows(_EDGES, s, _D)
         return np.einsum("ed,edk->ek", lw, table[panel])
 
     # -- direct quadrature ----------------------------------------------------------
