@@ -52,7 +52,14 @@ CROSS = ("cov_pos", "cov_indep", "cov_pair", "cov_pair_pos")
 
 
 def _frozen(a) -> np.ndarray:
-    a = np.array(a, dtype=float)
+    """``a`` as a read-only float64 array. A float64 array that owns its memory is frozen in
+    place rather than copied (the rules hand over the arrays they just computed; a later
+    write through any reference then raises instead of changing a record); anything else
+    (lists, views, broadcasts, other dtypes) is copied first."""
+    if not (
+        isinstance(a, np.ndarray) and a.dtype == np.float64 and a.flags.owndata and a.base is None
+    ):
+        a = np.array(a, dtype=float)
     a.setflags(write=False)
     return a
 
@@ -128,7 +135,7 @@ class Moments:
     @classmethod
     def constant(cls, value, track_pair: bool = False) -> Moments:
         """A deterministic tensor of shape (C, *S) (a position embedding, a class token)."""
-        v = np.asarray(value, dtype=float)
+        v = np.array(value, dtype=float)  # a copy: the records freeze what they are given
         if v.ndim < 1 or v.size == 0 or not np.all(np.isfinite(v)):
             raise InvalidInput("a constant needs a finite, non-empty array of shape (C, *S)")
         grid = []
@@ -312,7 +319,13 @@ class Grad:
         return G.expand(self.g_cls, self.grid)
 
     def g_channel(self) -> np.ndarray:
-        return G.wsum(self.g_cls, G.class_weights(self.grid))
+        """Per channel, g averaged over positions (read-only; computed once per record, which
+        is immutable)."""
+        cached = self.__dict__.get("_g_channel")
+        if cached is None:
+            cached = _frozen(G.wsum(self.g_cls, G.class_weights(self.grid)))
+            object.__setattr__(self, "_g_channel", cached)
+        return cached
 
     def g_mean(self) -> float:
         return float(np.mean(self.g_channel()))

@@ -197,3 +197,17 @@ def test_mul_against_monte_carlo_with_a_gate():
     ga, gg = mul_backward(a, g, Grad.ones(pred))
     np.testing.assert_allclose(ga.g_channel(), g.q_channel())
     np.testing.assert_allclose(gg.g_channel(), a.q_channel() * 9)  # Σ over 9 positions
+
+
+@pytest.mark.parametrize("shape", [(5,), (4, 3)])
+def test_records_freeze_their_own_arrays_never_the_callers(shape):
+    # records are immutable and freeze arrays they are handed without copying them; a
+    # caller's constant (a class token, a flat vector) must stay the caller's, writable
+    value = np.random.default_rng(0).standard_normal(shape)
+    m = Moments.constant(value)
+    assert value.flags.writeable
+    value[...] = 0.0
+    assert np.all(m.mean_cls != 0) and np.all(m.q_cls > 0)  # the record kept its own copy
+    assert not m.q_cls.flags.writeable and not m.mean_cls.flags.writeable
+    with pytest.raises(ValueError):
+        m.mean_cls[...] = 1.0
