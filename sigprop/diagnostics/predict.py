@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from sigprop._json import to_jsonable
 from sigprop.diagnostics.spec import ModelSpec
 from sigprop.validate import InvalidInput, positive_float
 
@@ -143,7 +144,7 @@ class Prediction:
     propagation: object | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "names": list(self.names),
             "q": _arr(self.q),
             "c": _arr(self.c),
@@ -169,6 +170,7 @@ class Prediction:
             "blocks": list(self.blocks),
             "unreachable": list(self.unreachable),
         }
+        return to_jsonable(out, "Prediction")
 
 
 def _layer_maps(activation: str | None, q_prev: float, c_prev: float | None):
@@ -234,7 +236,8 @@ def predict(
     * E[y_b²] = E[y_{b−1}²] + λ² q_branch, q_branch the variance of the branch output from
       the branch's own layer-by-layer maps started at the stream (each layer with its measured
       σ_w², masks included, and σ_b²); for ReLU one-layer branches with σ_b = 0 this gives
-      q^B = (1 + λ²σ_w²/2)^B q⁰ (REFERENCES §2), bounded for λ = 1/√B (Stable ResNet);
+      q^B = (1 + λ²σ_w²/2)^B q⁰ (Hayou et al. 2021, arXiv 2002.08797, §5), bounded for
+      λ = 1/√B (Stable ResNet);
     * the covariance of two inputs likewise, E[y_a y_b] adds λ² times the branch's output
       covariance;
     * backward, under the gradient-independence assumption (the weights met backward are

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sigprop import validate
@@ -123,7 +123,7 @@ class DemoResult:
     claims: tuple[Claim, ...] = ()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return to_jsonable(self, "DemoResult")
 
 
 def run_demo(

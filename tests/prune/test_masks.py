@@ -278,7 +278,6 @@ def test_attached_masks_hold_through_sgd_and_deepcopy():
     assert not torch.equal(model(x), model(x * 0))
 
 
-
 @pytest.mark.parametrize("change", ["in_place", "new_tensor"])
 def test_a_dense_mask_skips_gradient_masking_until_the_mask_changes(change):
     # an all-ones mask leaves gradients as autograd made them (no multiply); a mask pruned
@@ -297,6 +296,7 @@ def test_a_dense_mask_skips_gradient_masking_until_the_mask_changes(change):
         model[0].weight_mask = keep.float()
     (g2,) = torch.autograd.grad(loss, [model[0].weight])
     assert torch.equal(g2, g * keep)
+
 
 def test_compact_dct_layers_are_refused_not_skipped():
     """A compact-storage DCT layer has a fixed support: pruning a model that mixes it with

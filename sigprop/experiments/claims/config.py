@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from sigprop import validate
+from sigprop._json import to_jsonable
 from sigprop.validate import InvalidInput
 
 __all__ = ["DemoConfig", "check_config"]
@@ -53,9 +54,7 @@ class DemoConfig:
     momentum: float = 0.9
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        out["phase_factors"] = dict(self.phase_factors)
-        return out
+        return to_jsonable(self, "DemoConfig")
 
 
 def _density(value, what: str) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sigprop._json import to_jsonable
 from sigprop.experiments.data.sources import (
     _TEACHER_DEFAULTS,
     DATASETS,
@@ -96,7 +97,7 @@ class Dataset:
 
     def to_dict(self) -> dict:
         """JSON-serialisable metadata (names, shapes and sizes; no arrays)."""
-        return {
+        summary = {
             "name": self.name,
             "description": self.description,
             "task": self.task,
@@ -108,6 +109,7 @@ class Dataset:
             "standardized": self.mean is not None,
             "seed": self.seed,
         }
+        return to_jsonable(summary, "Dataset")
 
 
 def load_dataset(

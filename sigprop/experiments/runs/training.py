@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sigprop._json import to_jsonable
 from sigprop.experiments.runs.network import build_pruned, collapse_summary
 from sigprop.validate import (
     InvalidInput,
@@ -105,7 +106,7 @@ class TrainPrunedConfig:
         return cls(**params)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return to_jsonable(self, "RunConfig")
 
     @classmethod
     def signature(cls) -> inspect.Signature:

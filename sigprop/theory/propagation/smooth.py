@@ -28,8 +28,8 @@ import math
 import numpy as np
 
 from sigprop.theory import gaussian
-from sigprop.theory.chebyshev import barycentric_rows, panel_nodes
 from sigprop.theory.activations import Activation
+from sigprop.theory.chebyshev import barycentric_rows, panel_nodes
 
 __all__ = ["Smooth", "HERMITE_TERMS"]
 
