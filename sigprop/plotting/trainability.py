@@ -3,7 +3,7 @@
 One row per split (validation, unseen, ...): the ROC curves of ``score`` and of the
 baselines, the effective depth E against the final test accuracy (coloured by the label,
 the calibrated budget B as a line), and the calibration of the score (fraction trained per
-score bin). Rows come from :func:`sigprop.experiments.trainability.load_split`.
+score bin). Rows come from :func:`sigprop.diagnostics.trainable.evaluation.load_split`.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ def plot_trainability(
     """Draw ``splits`` (name → rows) as described in the module doc; returns the path."""
     from sklearn.metrics import roc_curve
 
-    from sigprop.diagnostics.trainable.rule import score_of_depth
-    from sigprop.experiments.trainability import (
+    from sigprop.diagnostics.trainable.evaluation import (
         BASELINES,
         effective_depths,
         evaluate,
         label_runs,
     )
+    from sigprop.diagnostics.trainable.rule import score_of_depth
     from sigprop.plotting.report import figure, save, style
 
     if not isinstance(splits, Mapping) or not splits:

@@ -12,8 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from sigprop.diagnostics.trainable import DEPTH_BUDGET
-from sigprop.experiments.runs import RUNS, trainability_case
-from sigprop.experiments.trainability import (
+from sigprop.diagnostics.trainable.evaluation import (
     calibrate_budget,
     effective_depths,
     evaluate,
@@ -21,6 +20,7 @@ from sigprop.experiments.trainability import (
     load_split,
     reference_accuracy,
 )
+from sigprop.experiments.runs import RUNS, trainability_case
 from sigprop.validate import InvalidInput
 
 RESULTS = Path(__file__).resolve().parents[2] / "examples" / "trainability" / "results"
@@ -143,7 +143,7 @@ def test_committed_sweeps_meet_the_targets(split, n_min):
 
 def test_auc_standard_error_matches_the_bootstrap():
     """Hanley & McNeil's standard error against a bootstrap of a synthetic score."""
-    from sigprop.experiments.trainability import auc_standard_error
+    from sigprop.diagnostics.trainable.evaluation import auc_standard_error
 
     rng = np.random.default_rng(0)
     labels = rng.random(300) < 0.45

@@ -23,7 +23,7 @@ collapse; Tanaka et al. 2020, arXiv 2006.05467; Hayou et al. 2021, arXiv 2002.08
 B is the one constant. :data:`DEPTH_BUDGET` is fixed on the calibration sweep
 ``examples/trainability/calibration/*.toml`` (digits, MLPs of width 100, seed 100; disjoint
 from the validation and unseen sweeps) as the budget that classifies it best
-(:func:`sigprop.experiments.trainability.calibrate_budget`), and is used unchanged
+(:func:`sigprop.diagnostics.trainable.evaluation.calibrate_budget`), and is used unchanged
 everywhere else; ``depth_budget=`` overrides it for a different training budget (the
 calibration's is 10 epochs of plain SGD at learning rate 0.05, batch 64).
 """

@@ -9,7 +9,7 @@ step*, record :func:`sigprop.diagnostics.trainability` (score and every indicato
 baselines a practitioner would use (the density; "no layer collapsed"; the SNIP and GraSP
 score sums over the kept weights on the pruning batch); then train with a fixed budget and
 record the accuracies. Whether it "trained" is decided afterwards
-(:mod:`sigprop.experiments.trainability`), from ``final_test_accuracy`` and ``chance``.
+(:mod:`sigprop.diagnostics.trainable.evaluation`), from ``final_test_accuracy`` and ``chance``.
 """
 
 from __future__ import annotations
