@@ -1,8 +1,11 @@
 """Package-level contracts: theory stays torch-free (and sympy-free until needed), both entry
-points run."""
+points run, imports run only downwards through the layers."""
 
 import subprocess
 import sys
+from pathlib import Path
+
+import sigprop
 
 
 def _run(code: str) -> None:
@@ -46,3 +49,50 @@ def test_python_dash_m_help():
         [sys.executable, "-m", "sigprop", "--help"], capture_output=True, text=True, check=True
     )
     assert "eoc" in out.stdout
+
+
+#: the layers of the package, lowest first (docs/architecture.md): a module may import
+#: from its own layer and the ones below, never from above, at module level or in a function
+LAYERS = {
+    "_json": 0,
+    "validate": 0,
+    "theory": 1,
+    "nn": 2,
+    "io": 3,
+    "prune": 3,
+    "diagnostics": 4,
+    "watcher": 5,
+    "plotting": 6,
+    "experiments": 7,
+    "integrations": 8,
+    "cli": 9,
+    "__main__": 9,
+}
+
+
+def _sigprop_imports(path: Path):
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "sigprop":
+                yield from ((node.lineno, f"sigprop.{a.name}") for a in node.names)
+            elif node.module.startswith("sigprop."):
+                yield node.lineno, node.module
+        elif isinstance(node, ast.Import):
+            yield from ((node.lineno, a.name) for a in node.names if a.name.startswith("sigprop."))
+
+
+def test_imports_run_downwards():
+    root = Path(sigprop.__file__).parent
+    upward = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts == ("__init__.py",):
+            continue  # the package's lazy front door re-exports every layer
+        own = LAYERS[rel.parts[0].removesuffix(".py")]
+        for line, module in _sigprop_imports(path):
+            target = module.split(".")[1]
+            if LAYERS.get(target, -1) > own:
+                upward.append(f"{rel}:{line} imports {module}")
+    assert not upward, "imports that run upwards:\n" + "\n".join(upward)

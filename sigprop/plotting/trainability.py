@@ -3,7 +3,7 @@
 One row per split (validation, unseen, ...): the ROC curves of ``score`` and of the
 baselines, the effective depth E against the final test accuracy (coloured by the label,
 the calibrated budget B as a line), and the calibration of the score (fraction trained per
-score bin). Rows come from :func:`sigprop.diagnostics.trainable.evaluation.load_split`.
+score bin). Rows come from :func:`sigprop.experiments.runs.trainability.load_split`.
 """
 
 from __future__ import annotations

@@ -17,10 +17,10 @@ from sigprop.diagnostics.trainable.evaluation import (
     effective_depths,
     evaluate,
     label_runs,
-    load_split,
     reference_accuracy,
 )
 from sigprop.experiments.runs import RUNS, trainability_case
+from sigprop.experiments.runs.trainability import load_split
 from sigprop.validate import InvalidInput
 
 RESULTS = Path(__file__).resolve().parents[2] / "examples" / "trainability" / "results"

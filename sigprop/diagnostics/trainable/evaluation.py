@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -46,7 +45,6 @@ __all__ = [
     "effective_depths",
     "evaluate",
     "label_runs",
-    "load_split",
     "reference_accuracy",
 ]
 
@@ -59,20 +57,6 @@ BASELINES = {
     "SNIP score sum": lambda r: r["snip_sum"],
     "GraSP score sum": lambda r: r["grasp_sum"],
 }
-
-
-def load_split(path: str | Path) -> list[dict]:
-    """The finished ``trainability_case`` rows of a results file, each as its parameters
-    merged with its result (latest row per grid point)."""
-    from sigprop.experiments.sweep.store import latest_rows, load_results
-
-    rows = []
-    for row in latest_rows(load_results(path)).values():
-        if row.get("run") == "trainability_case" and row.get("status") == "ok":
-            rows.append({**row["params"], **row["result"]})
-    if not rows:
-        raise InvalidInput(f"{path}: no finished trainability_case runs")
-    return rows
 
 
 def _is_reference(r: Mapping) -> bool:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 from sigprop.validate import InvalidInput, nonneg_float, nonneg_int, positive_float, positive_int
 
-__all__ = ["MODELS", "trainability_case"]
+__all__ = ["MODELS", "load_split", "trainability_case"]
 
 #: Network families of the run.
 MODELS = ("mlp", "conv")
@@ -226,3 +227,17 @@ def trainability_case(
         train_time=result.wall_time,
     )
     return out
+
+
+def load_split(path: str | Path) -> list[dict]:
+    """The finished ``trainability_case`` rows of a results file, each as its parameters
+    merged with its result (latest row per grid point)."""
+    from sigprop.experiments.sweep.store import latest_rows, load_results
+
+    rows = []
+    for row in latest_rows(load_results(path)).values():
+        if row.get("run") == "trainability_case" and row.get("status") == "ok":
+            rows.append({**row["params"], **row["result"]})
+    if not rows:
+        raise InvalidInput(f"{path}: no finished trainability_case runs")
+    return rows
