@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from sigprop._json import to_jsonable
 from sigprop.io.lazy import LazyTensor, validate_values
 from sigprop.io.source import printable
@@ -113,8 +115,8 @@ class Checkpoint:
         for entry in self.layers:
             offset = False
             if entry.alpha_key is not None:
-                alpha = self.tensors[entry.alpha_key].load()
-                offset = float(alpha.detach().abs().max()) != 0.0
+                alpha = self.tensors[entry.alpha_key].load_array()
+                offset = float(np.abs(alpha).max()) != 0.0
             out.append(
                 LayerTensors(
                     entry.name,
