@@ -91,11 +91,14 @@ class Checkpoint:
     wrapper_key:
         the key the state dict was found under (``"state_dict"``, ...), or ``None``.
     module:
-        the unpickled ``nn.Module`` (``trust_pickle=True`` only), else ``None``.
+        the unpickled ``nn.Module`` (``trust_pickle=True``), the architecture built and
+        holding the file's tensors (``arch=``, :mod:`sigprop.io.arch`), else ``None``.
     exported:
         the graph of a ``.pt2`` file: an :class:`~sigprop.io.export.ExportedGraph` read
         from the archive's JSON (or, for a trusted archive that needed unpickling, the
         ``torch.export.ExportedProgram``), else ``None``.
+    arch:
+        the architecture spec ``module`` was built from (``arch=``), else ``None``.
     """
 
     path: str
@@ -108,6 +111,7 @@ class Checkpoint:
     wrapper_key: str | None = None
     module: Any = None
     exported: Any = None
+    arch: str | None = None
 
     def layer_tensors(self) -> list[LayerTensors]:
         """The layers with their tensors, in :attr:`layers` order."""
@@ -153,6 +157,7 @@ class Checkpoint:
                 "masks": list(self.masks),
                 "notes": list(self.notes),
                 "wrapper_key": self.wrapper_key,
+                "arch": self.arch,
             },
             "Checkpoint",
         )
