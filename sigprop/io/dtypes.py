@@ -187,8 +187,8 @@ def to_array(bits: np.ndarray, dtype: DType) -> np.ndarray:
     if dtype.name in _NUMPY:
         return bits
     if dtype.name == "bfloat16":
-        return (bits.astype(np.uint32) << 16).view(np.float32)
-    return _float8_table(dtype.name)[bits]
+        return np.asarray(bits.astype(np.uint32) << 16).view(np.float32)
+    return np.asarray(_float8_table(dtype.name)[bits])  # a 0-d index gives a scalar
 
 
 @cache
