@@ -69,12 +69,11 @@ def check_model_spec(spec: str, allow_import: bool, what: str) -> str:
 
 def build_or_load(model: str, arch: str | None, seed: int = 0, *, trust_pickle: bool = False):
     """``(module, checkpoint path or None)``: ``model`` built from its spec (``arch`` None),
-    a checkpoint file loaded into ``arch`` (read by :func:`sigprop.io.load_checkpoint`,
-    never unpickled), or — only with ``trust_pickle`` — a pickled module file."""
+    a checkpoint file loaded into ``arch`` (:func:`sigprop.io.load_checkpoint` with
+    ``arch=``, never unpickled), or — only with ``trust_pickle`` — a pickled module file."""
     import torch
 
     from sigprop.io import CheckpointError, load_checkpoint
-    from sigprop.validate import InvalidInput
 
     torch.manual_seed(seed)
     if arch is None and not trust_pickle:
@@ -89,16 +88,8 @@ def build_or_load(model: str, arch: str | None, seed: int = 0, *, trust_pickle: 
                 "state dict"
             )
         return ckpt.module, ckpt.path
-    from sigprop.diagnostics.collapse.from_arch import load_arch
-
-    ckpt = load_checkpoint(model, trust_pickle=False)
-    try:
-        loaded, _ = load_arch(arch.strip(), ckpt)
-    except CheckpointError:
-        raise
-    except InvalidInput as exc:  # its message may quote names from the file
-        raise CheckpointError(str(exc)) from None
-    return loaded, ckpt.path
+    ckpt = load_checkpoint(model, trust_pickle=False, arch=arch.strip())
+    return ckpt.module, ckpt.path
 
 
 def prune_for_cli(model, method: str, density: float, x, out, seed: int) -> str:

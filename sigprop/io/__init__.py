@@ -28,7 +28,14 @@ file beyond a bound.
 
 Tensors of a :class:`Checkpoint` are :class:`LazyTensor` objects: read them with
 :meth:`LazyTensor.load` or stream them with :meth:`LazyTensor.iter_rows`, which reads one
-block of rows at a time.
+block of rows at a time (as torch tensors; :meth:`LazyTensor.load_array` and
+:meth:`LazyTensor.iter_arrays` give numpy arrays, and reading a safetensors file that way
+never imports torch).
+
+With ``arch="torchvision:resnet18"`` (``timm:NAME``, ``module.path:factory``) a state dict
+is also loaded strictly into that architecture, built with random weights
+(:mod:`sigprop.io.arch`): the checkpoint's ``module`` is then the model holding the file's
+tensors, whose traced graph :func:`sigprop.diagnostics.check_collapse` follows.
 """
 
 from __future__ import annotations
@@ -56,7 +63,11 @@ __all__ = [
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, trust_pickle: bool = False, validate_values: bool = True
+    path: str | os.PathLike,
+    *,
+    trust_pickle: bool = False,
+    validate_values: bool = True,
+    arch: str | None = None,
 ) -> Checkpoint:
     """Read a checkpoint safely; see the module docstring for the formats.
 
@@ -71,14 +82,24 @@ def load_checkpoint(
         stream every floating tensor to reject NaN/inf, and every mask to reject values
         other than 0 and 1. ``False`` leaves that to the consumer (``check_collapse``
         validates the layers it scans).
+    arch:
+        ``torchvision:NAME``, ``timm:NAME`` or ``module.path:factory``: build that
+        architecture (:func:`sigprop.nn.arch.build_model`, nothing downloaded) and load the
+        state dict into it strictly; the result's ``module`` is that model and ``arch`` the
+        spec. ``module.path:factory`` imports and runs that module: only name your own code.
 
     Raises
     ------
     CheckpointError
-        with a one-line reason when the file cannot be used.
+        with a one-line reason when the file cannot be used, or does not fit ``arch``
+        (missing or unexpected keys, shape mismatches: the first few names).
     """
     from sigprop.io.source import FileSource
 
+    if arch is not None:
+        from sigprop.nn.arch import parse_arch_spec
+
+        parse_arch_spec(arch)  # a malformed spec fails before the file is read
     source = FileSource(os.fspath(path))
     if source.size == 0:
         raise CheckpointError(f"{source.display}: empty file")
@@ -96,6 +117,16 @@ def load_checkpoint(
         raise CheckpointError(f"{source.display}: {kind}")
     if validate_values:
         ckpt.validate_values()
+    if arch is not None:
+        from sigprop.io.arch import with_arch
+        from sigprop.validate import InvalidInput
+
+        try:
+            ckpt = with_arch(ckpt, arch)
+        except CheckpointError:
+            raise
+        except InvalidInput as exc:  # its message may quote names from the file
+            raise CheckpointError(str(exc)) from None
     return ckpt
 
 

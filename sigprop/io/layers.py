@@ -94,13 +94,13 @@ def find_layers(
                 raise CheckpointError(
                     f"{where}: mask {mask_key!r} has shape {m.shape}, weight {key!r} has {t.shape}"
                 )
-            if m.dtype.is_complex:
-                raise CheckpointError(f"{where}: mask {mask_key!r} is complex ({m.dtype})")
+            if m.kind == "c":
+                raise CheckpointError(f"{where}: mask {mask_key!r} is complex ({m.dtype_name})")
             used_masks.add(mask_key)
-        if t.dtype.is_complex:
-            raise CheckpointError(f"{where}: weight {key!r} is complex ({t.dtype})")
-        if not t.dtype.is_floating_point:
-            raise CheckpointError(f"{where}: weight {key!r} has non-float dtype {t.dtype}")
+        if t.kind == "c":
+            raise CheckpointError(f"{where}: weight {key!r} is complex ({t.dtype_name})")
+        if t.kind != "f":
+            raise CheckpointError(f"{where}: weight {key!r} has non-float dtype {t.dtype_name}")
         name = base.rsplit(".", 1)[0] if "." in base else base
         if base.rsplit(".", 1)[-1] == "in_proj_weight":  # nn.MultiheadAttention's packed q/k/v
             name = f"{name}.in_proj" if "." in base else "in_proj"

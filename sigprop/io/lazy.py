@@ -16,13 +16,14 @@ which is private memory), and compressed entries are inflated once per full read
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from sigprop.io import limits
-from sigprop.io.dtypes import DType, lookup
+from sigprop.io.dtypes import DType, lookup, to_array
 from sigprop.io.source import CheckpointError, FileSource
 
 __all__ = ["LazyTensor", "Stored", "check_totals", "check_view", "to_numpy", "validate_values"]
@@ -154,19 +155,16 @@ class Stored:
         return buf
 
 
-def _tensor_of(buf: bytearray, dtype: DType, big_endian: bool):
-    """A 1-D torch tensor over ``buf`` (swapped in place to native order if needed)."""
-    import torch
-
-    if not buf:
-        return torch.empty(0, dtype=dtype.torch)
-    if big_endian and dtype.swap > 1:
+def _native(buf: bytearray, dtype: DType, big_endian: bool) -> bytearray:
+    """``buf`` swapped in place to native byte order if needed."""
+    if buf and big_endian and dtype.swap > 1:
         np.frombuffer(buf, dtype=f"u{dtype.swap}").byteswap(inplace=True)
-    return torch.frombuffer(buf, dtype=dtype.torch)
+    return buf
 
 
 class _FileTensor:
-    """How to read one tensor of a :class:`Stored` storage."""
+    """How to read one tensor of a :class:`Stored` storage, as torch tensors or as numpy
+    arrays (the same bytes; only :meth:`block` imports torch)."""
 
     def __init__(self, stored: Stored, dtype: DType, offset: int, size, stride) -> None:
         self.stored = stored
@@ -180,37 +178,68 @@ class _FileTensor:
     def whole_only(self) -> bool:
         return self.stored.compressed or not self.contiguous
 
+    @property
+    def rows(self) -> int:
+        return self.size[0] if self.size else 1
+
     def span_bytes(self) -> int:
         if math.prod(self.size) == 0:
             return 0
         return (1 + sum((d - 1) * s for d, s in zip(self.size, self.stride))) * self.dtype.itemsize
 
-    def block(self, r0: int, r1: int):
-        import torch
-
+    def _bytes(self, r0: int, r1: int) -> tuple[tuple[int, ...], bytearray | None]:
+        """The shape of rows ``[r0, r1)`` and the bytes they span (``None``: no elements)."""
         sub = (r1 - r0, *self.size[1:]) if self.size else ()
         if math.prod(sub) == 0:
-            return torch.empty(sub, dtype=self.dtype.torch)
+            return sub, None
         first = self.offset + (r0 * self.stride[0] if self.size else 0)
         span = 1 + sum((d - 1) * s for d, s in zip(sub, self.stride))
         item = self.dtype.itemsize
-        flat = _tensor_of(
-            self.stored.read(first * item, span * item), self.dtype, self.stored.big_endian
-        )
+        buf = self.stored.read(first * item, span * item)
+        return sub, _native(buf, self.dtype, self.stored.big_endian)
+
+    def block(self, r0: int, r1: int):
+        import torch
+
+        sub, buf = self._bytes(r0, r1)
+        if buf is None:
+            return torch.empty(sub, dtype=self.dtype.torch)
+        flat = torch.frombuffer(buf, dtype=self.dtype.torch)
         if self.contiguous:
             return flat.view(sub)
         return flat.as_strided(sub, self.stride).contiguous()
 
+    def array_block(self, r0: int, r1: int) -> np.ndarray:
+        sub, buf = self._bytes(r0, r1)
+        if buf is None:
+            bits = np.empty(sub, dtype=self.dtype.storage)
+        else:
+            flat = np.frombuffer(buf, dtype=self.dtype.storage)
+            if self.contiguous:
+                bits = flat.reshape(sub)
+            else:
+                item = self.dtype.itemsize
+                strides = tuple(s * item for s in self.stride)
+                bits = np.lib.stride_tricks.as_strided(flat, sub, strides).copy()
+        return to_array(bits, self.dtype)
+
     def load(self):
-        return self.block(0, self.size[0] if self.size else 1)
+        return self.block(0, self.rows)
+
+    def load_array(self) -> np.ndarray:
+        return self.array_block(0, self.rows)
 
 
 # --------------------------------------------------------------------------- lazy tensor
 class LazyTensor:
     """A tensor of a checkpoint, read on demand.
 
-    Attributes: ``name`` (its key), ``shape`` (tuple of ints), ``dtype`` (a torch dtype).
-    Blocks are torch tensors in native byte order, in memory of their own.
+    Attributes: ``name`` (its key), ``shape`` (tuple of ints), ``dtype`` (a torch dtype;
+    for a tensor of a file, torch is imported when it is first asked for), ``kind``
+    (``"f"``, ``"i"``, ``"u"``, ``"b"`` or ``"c"``, without torch). :meth:`load` and
+    :meth:`iter_rows` give torch tensors in native byte order, in memory of their own;
+    :meth:`load_array` and :meth:`iter_arrays` give numpy arrays (bfloat16 and 8-bit floats
+    widened to float32 exactly), which for a tensor of a file never import torch.
     """
 
     def __init__(
@@ -223,14 +252,19 @@ class LazyTensor:
         *,
         whole_only: bool = False,
         itemsize: int | None = None,
+        arrays: tuple[Any, Any] | None = None,
     ) -> None:
         self.name = name
         self.shape = tuple(int(s) for s in shape)
-        self.dtype = dtype
+        self._info = dtype if isinstance(dtype, DType) else None
+        self._dtype = None if self._info is not None else dtype
         self._loader = loader
         self._rows = rows
         self._whole_only = whole_only
         self._itemsize = itemsize
+        if arrays is None:  # numpy arrays of the torch blocks
+            arrays = (lambda: to_numpy(self.load()), lambda r0, r1: to_numpy(self._rows(r0, r1)))
+        self._array_loader, self._array_rows = arrays
 
     @classmethod
     def from_tensor(cls, name: str, tensor: Any) -> LazyTensor:
@@ -261,12 +295,35 @@ class LazyTensor:
         return cls(
             name,
             size,
-            dtype.torch,
+            dtype,
             reader.load,
             reader.block,
             whole_only=reader.whole_only,
             itemsize=dtype.itemsize,
+            arrays=(reader.load_array, reader.array_block),
         )
+
+    @property
+    def dtype(self) -> Any:
+        if self._dtype is None:
+            self._dtype = self._info.torch
+        return self._dtype
+
+    @property
+    def kind(self) -> str:
+        """``"f"`` float, ``"i"``/``"u"`` integer, ``"b"`` bool or ``"c"`` complex."""
+        if self._info is not None:
+            return self._info.kind
+        found = lookup(str(self._dtype).removeprefix("torch."))
+        if found is not None:
+            return found.kind
+        dt = self._dtype  # a dtype outside the table (a quantized integer): by its flags
+        return "c" if dt.is_complex else "f" if dt.is_floating_point else "i"
+
+    @property
+    def dtype_name(self) -> str:
+        """The torch dtype as torch prints it (``"torch.float32"``), without torch."""
+        return f"torch.{self._info.name}" if self._info is not None else str(self._dtype)
 
     @property
     def ndim(self) -> int:
@@ -285,6 +342,10 @@ class LazyTensor:
         """The whole tensor, in memory."""
         return self._loader()
 
+    def load_array(self) -> np.ndarray:
+        """The whole tensor as a numpy array (class doc)."""
+        return self._array_loader()
+
     def detach(self) -> LazyTensor:
         """``self``: a lazy tensor is read-only and outside autograd already (so code written
         for tensors, which detaches them, can pass it on)."""
@@ -296,31 +357,37 @@ class LazyTensor:
         Each block is read from the file when asked for, so only one block is resident;
         a tensor stored non-contiguously or compressed is read whole once and sliced.
         """
+        return self._iter(rows, self.load, self._rows)
+
+    def iter_arrays(self, rows: int) -> Iterator[np.ndarray]:
+        """:meth:`iter_rows` as numpy arrays (class doc)."""
+        return self._iter(rows, self.load_array, self._array_rows)
+
+    def _iter(self, rows: int, load, block) -> Iterator[Any]:
         if self.ndim == 0:
-            yield self.load()
+            yield load()
             return
         if self.numel == 0:
-            yield self._rows(0, self.shape[0])
+            yield block(0, self.shape[0])
             return
         rows = max(1, int(rows))
         if self._whole_only:
-            whole = self.load()
+            whole = load()
             for r0 in range(0, self.shape[0], rows):
                 yield whole[r0 : r0 + rows]
             return
         for r0 in range(0, self.shape[0], rows):
-            yield self._rows(r0, min(r0 + rows, self.shape[0]))
+            yield block(r0, min(r0 + rows, self.shape[0]))
 
     def __repr__(self) -> str:
-        return f"LazyTensor({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+        return f"LazyTensor({self.name!r}, shape={self.shape}, dtype={self.dtype_name})"
 
 
 # --------------------------------------------------------------------------- values
 def to_numpy(block: Any) -> np.ndarray:
     """A numpy array of a block (bfloat16 and float8 widened to float32, exactly)."""
-    import torch
-
-    if isinstance(block, torch.Tensor):
+    torch = sys.modules.get("torch")  # a block is a torch tensor only once torch is imported
+    if torch is not None and isinstance(block, torch.Tensor):
         if block.is_floating_point() and block.dtype not in (
             torch.float16,
             torch.float32,
@@ -338,22 +405,21 @@ def validate_values(
     skip: frozenset[str] = frozenset(),
 ) -> None:
     """Stream tensors: floats must be finite, masks 0/1 (one block at a time); a tensor named
-    ``*_mask`` that is no pruning mask (an attention mask) may hold infinities."""
-    import torch
-
+    ``*_mask`` that is no pruning mask (an attention mask) may hold infinities. The blocks
+    are numpy arrays (:meth:`LazyTensor.iter_arrays`): a file's tensors need no torch."""
     for key, t in tensors.items():
         is_mask = key in mask_keys
-        if key in skip or t.numel == 0 or t.dtype == torch.bool:
+        kind = t.kind
+        if key in skip or t.numel == 0 or kind == "b":
             continue
-        if t.dtype.is_complex:
+        if kind == "c":
             if is_mask:
-                raise CheckpointError(f"{where}: mask {key!r} is complex ({t.dtype})")
+                raise CheckpointError(f"{where}: mask {key!r} is complex ({t.dtype_name})")
             continue
-        if not (t.dtype.is_floating_point or is_mask):
+        if not (kind == "f" or is_mask):
             continue
         row = max(1, t.numel // max(1, t.shape[0])) if t.ndim else 1
-        for block in t.iter_rows(max(1, CHUNK_ELEMENTS // row)):
-            a = to_numpy(block)
+        for a in t.iter_arrays(max(1, CHUNK_ELEMENTS // row)):
             if is_mask:
                 if np.count_nonzero(a == 1) != np.count_nonzero(a):
                     raise CheckpointError(

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from sigprop._json import to_jsonable
 from sigprop.io.lazy import LazyTensor, validate_values
 from sigprop.io.source import printable
@@ -89,11 +91,14 @@ class Checkpoint:
     wrapper_key:
         the key the state dict was found under (``"state_dict"``, ...), or ``None``.
     module:
-        the unpickled ``nn.Module`` (``trust_pickle=True`` only), else ``None``.
+        the unpickled ``nn.Module`` (``trust_pickle=True``), the architecture built and
+        holding the file's tensors (``arch=``, :mod:`sigprop.io.arch`), else ``None``.
     exported:
         the graph of a ``.pt2`` file: an :class:`~sigprop.io.export.ExportedGraph` read
         from the archive's JSON (or, for a trusted archive that needed unpickling, the
         ``torch.export.ExportedProgram``), else ``None``.
+    arch:
+        the architecture spec ``module`` was built from (``arch=``), else ``None``.
     """
 
     path: str
@@ -106,6 +111,7 @@ class Checkpoint:
     wrapper_key: str | None = None
     module: Any = None
     exported: Any = None
+    arch: str | None = None
 
     def layer_tensors(self) -> list[LayerTensors]:
         """The layers with their tensors, in :attr:`layers` order."""
@@ -113,8 +119,8 @@ class Checkpoint:
         for entry in self.layers:
             offset = False
             if entry.alpha_key is not None:
-                alpha = self.tensors[entry.alpha_key].load()
-                offset = float(alpha.detach().abs().max()) != 0.0
+                alpha = self.tensors[entry.alpha_key].load_array()
+                offset = float(np.abs(alpha).max()) != 0.0
             out.append(
                 LayerTensors(
                     entry.name,
@@ -151,6 +157,7 @@ class Checkpoint:
                 "masks": list(self.masks),
                 "notes": list(self.notes),
                 "wrapper_key": self.wrapper_key,
+                "arch": self.arch,
             },
             "Checkpoint",
         )

@@ -199,3 +199,38 @@ def test_uncorrupted_files_load():
             path.write_bytes(_valid_bytes(kind))
             ckpt = _check(path)
             assert ckpt is not None and len(ckpt.layers) == 2
+
+
+# --------------------------------------------------------------------------- bit decoding
+_FLOAT8 = ["float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"]
+
+
+@given(st.lists(st.integers(0, 2**16 - 1), min_size=1, max_size=64))
+def test_bfloat16_decoding_equals_torch(bits):
+    # sigprop.io.dtypes widens bfloat16 without torch (a 16-bit shift): bit for bit what
+    # torch's bfloat16 -> float32 conversion gives, NaN payloads and signed zeros included
+    import numpy as np
+
+    from sigprop.io.dtypes import DTYPES, to_array
+
+    raw = np.array(bits, dtype=np.uint16)
+    ours = to_array(raw, DTYPES["bfloat16"])
+    theirs = torch.from_numpy(raw.view(np.int16).copy()).view(torch.bfloat16).float().numpy()
+    assert ours.dtype == np.float32
+    assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+
+
+@pytest.mark.parametrize("name", _FLOAT8)
+def test_float8_decoding_equals_torch_for_every_code(name):
+    import numpy as np
+
+    from sigprop.io.dtypes import DTYPES, to_array
+
+    if not hasattr(torch, name):
+        pytest.skip(f"this torch has no {name}")
+    codes = np.arange(256, dtype=np.uint8)
+    ours = to_array(codes, DTYPES[name])
+    theirs = torch.from_numpy(codes.copy()).view(getattr(torch, name)).float().numpy()
+    nan = np.isnan(theirs)
+    assert np.array_equal(np.isnan(ours), nan)
+    assert np.array_equal(ours[~nan].view(np.uint32), theirs[~nan].view(np.uint32))

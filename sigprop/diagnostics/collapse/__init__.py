@@ -37,7 +37,7 @@ the branch's layers are then *bypassed* (``bypassed_layers``, with the block nam
 
 The graph comes from, in order of preference: an explicit :class:`ConnectivityGraph`; the
 captured graph of an ``nn.Module`` (:func:`sigprop.diagnostics.graph.capture`; a state
-dict with ``arch=``, see :mod:`.from_arch`); the graph of a ``torch.export`` program loaded
+dict with ``arch=``, loaded by :mod:`sigprop.io.arch`); the graph of a ``torch.export`` program loaded
 by :func:`sigprop.io.load_checkpoint`; or a chain of layers ``(name, weight, mask)`` taken in
 order, joined by consecutive shape matching. Each mapper returns a reason instead of
 raising, and the fallback is chosen from that reason.
@@ -45,6 +45,7 @@ raising, and the fallback is chosen from that reason.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -101,9 +102,12 @@ def check_collapse(
     ----------
     model_or_layers:
         an ``nn.Module`` (captured; residual connections are followed), a
-        :class:`sigprop.io.Checkpoint` (its torch.export graph or trusted module when it has
-        one, the architecture ``arch`` loaded with its tensors, else the chain of its layers
-        in file order), a :class:`ConnectivityGraph`, or a sequence of
+        :class:`sigprop.io.Checkpoint` (the architecture ``arch`` loaded with its tensors, or
+        the one it was loaded with; else its torch.export graph or trusted module when it has
+        one, else the chain of its layers in file order), a checkpoint's path as a
+        ``pathlib.Path`` (read by :func:`sigprop.io.load_checkpoint` as ``sigprop check``
+        reads it; a ``str`` is refused, as a sequence of layers it would be), a
+        :class:`ConnectivityGraph`, or a sequence of
         ``(name, weight, mask)`` tuples / :class:`WeightLayer` objects taken as a chain
         (``mask=None``: nonzero weights are kept).
     graph:
@@ -125,9 +129,17 @@ def check_collapse(
     ------
     InvalidInput
         no weight layers, a mask of the wrong shape or not 0/1, NaN/inf weights, an
-        explicit graph whose widths do not match, a state dict that does not fit ``arch``.
+        explicit graph whose widths do not match, a state dict that does not fit ``arch``; a
+        file that cannot be used raises its subclass :class:`~sigprop.io.CheckpointError`.
     """
     from sigprop.diagnostics.collapse import dispatch
+
+    if isinstance(model_or_layers, os.PathLike):
+        from sigprop.io import load_checkpoint
+
+        ckpt = load_checkpoint(model_or_layers, validate_values=False)
+        ckpt.validate_values(skip_layers=True)  # the layers are validated while scanned
+        model_or_layers = ckpt
 
     if isinstance(model_or_layers, ConnectivityGraph):
         g = model_or_layers
@@ -139,9 +151,15 @@ def check_collapse(
     if dispatch.is_module(model_or_layers):
         return dispatch.from_module(model_or_layers, [], input_shape, probe, progress)
     if isinstance(model_or_layers, (str, bytes)) or not isinstance(model_or_layers, Iterable):
+        hint = (
+            " (a checkpoint's path: pass a pathlib.Path)"
+            if isinstance(model_or_layers, str)
+            else ""
+        )
         raise InvalidInput(
-            "check_collapse expects an nn.Module, a Checkpoint, a ConnectivityGraph or a "
-            f"sequence of (name, weight, mask) tuples; got {type(model_or_layers).__name__}"
+            "check_collapse expects an nn.Module, a Checkpoint or its pathlib.Path, a "
+            "ConnectivityGraph or a sequence of (name, weight, mask) tuples; got "
+            f"{type(model_or_layers).__name__}{hint}"
         )
     layers = [as_weight_layer(item) for item in model_or_layers]
     return dispatch.from_chain(layers, [], progress)

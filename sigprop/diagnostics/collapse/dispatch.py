@@ -74,14 +74,16 @@ def from_module(
 def from_checkpoint(
     ckpt: Any, arch: str | None, input_shape: Any, probe: bool, progress: bool
 ) -> CollapseReport:
-    notes = list(ckpt.notes)
     if arch is not None:
-        from sigprop.diagnostics.collapse.from_arch import load_arch
+        from sigprop.io.arch import with_arch
 
-        model, shape = load_arch(arch, ckpt)
-        notes = [n for n in notes if "inferred the layer chain" not in n]
-        shape = input_shape if input_shape is not None else shape
-        return from_module(model, notes, shape, probe, progress, how=f"arch:{arch}")
+        ckpt = with_arch(ckpt, arch)
+    notes = list(ckpt.notes)
+    if getattr(ckpt, "arch", None) is not None:
+        from sigprop.diagnostics.collapse.from_arch import default_shape
+
+        shape = input_shape if input_shape is not None else default_shape(ckpt.arch, ckpt.module)
+        return from_module(ckpt.module, notes, shape, probe, progress, how=f"arch:{ckpt.arch}")
     if getattr(ckpt, "exported", None) is not None:
         from sigprop.diagnostics.collapse.from_export import map_export
 

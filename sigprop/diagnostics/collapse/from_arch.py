@@ -1,113 +1,23 @@
 """A state dict checked with its architecture's real graph: ``arch="torchvision:resnet18"``.
 
-:func:`load_arch` builds the architecture (:func:`sigprop.nn.arch.build_model`: random
-weights, nothing downloaded) and loads the checkpoint's tensors into it strictly:
-``torch.nn.utils.prune`` pairs ``<p>_orig``/``<p>_mask`` are re-created on the module
-(``prune.identity``, then the saved mask and weight are loaded), plain state dicts (zeros
-after ``prune.remove``) load as they are, and buffers that merely end in ``_mask`` (a
-``causal_mask``) are ordinary buffers. Missing or unexpected keys and shape mismatches are
-refused with the first few names. A classifier whose width differs from the builder's
-default is rebuilt with ``num_classes`` read from the checkpoint.
+The model is built and the checkpoint's tensors are loaded into it strictly by
+:func:`sigprop.io.arch.with_arch` (the io layer's one definition, also behind
+``load_checkpoint(..., arch=)`` and the CLI's ``--arch``); the check then follows the
+model's traced graph. :func:`default_shape` is the input shape that check uses when none
+is given: the architecture's own (timm's ``input_size``), ``(C, 224, 224)`` for a
+torchvision image model, the width of a linear first layer, else none (a spatial size or a
+sequence length would be a guess).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.utils.prune as prune
-from torch import nn
-
-from sigprop.validate import InvalidInput
-
-__all__ = ["load_arch"]
-
-_SHOW = 5
+__all__ = ["default_shape"]
 
 
-def _few(names) -> str:
-    names = sorted(names)
-    more = f" (and {len(names) - _SHOW} more)" if len(names) > _SHOW else ""
-    return ", ".join(repr(n) for n in names[:_SHOW]) + more
-
-
-def _pruned_pairs(keys) -> list[str]:
-    """``<p>`` for every ``<p>_orig`` with a ``<p>_mask`` (the torch.nn.utils.prune pair)."""
-    ks = set(keys)
-    return [k[: -len("_orig")] for k in keys if k.endswith("_orig") and k[:-5] + "_mask" in ks]
-
-
-def _state_dict(ckpt: Any) -> dict[str, torch.Tensor]:
-    tensors = {k: t.load() for k, t in ckpt.tensors.items()}
-    for p in _pruned_pairs(tensors):
-        tensors.pop(p, None)  # the computed weight_orig * weight_mask, if it was saved
-    return tensors
-
-
-def _reparametrise(model: nn.Module, pairs: list[str]) -> None:
-    for p in pairs:
-        path, _, leaf = p.rpartition(".")
-        try:
-            module = model.get_submodule(path)
-        except AttributeError:
-            raise InvalidInput(f"the architecture has no module {path!r} (for {p!r})") from None
-        if not isinstance(getattr(module, leaf, None), nn.Parameter):
-            raise InvalidInput(f"the architecture's {path!r} has no parameter {leaf!r}")
-        prune.identity(module, leaf)
-
-
-def _classes(model: nn.Module, sd: dict, mismatched: list[str]) -> int | None:
-    """The checkpoint's class count when only the last weight layer's width differs."""
-    last = None
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            last = name
-    if last is None:
-        return None
-    allowed = {f"{last}.{p}" for p in ("weight", "weight_orig", "weight_mask", "bias")}
-    if not mismatched or not set(mismatched) <= allowed:
-        return None
-    key = next(k for k in (f"{last}.weight_orig", f"{last}.weight") if k in sd)
-    return int(sd[key].shape[0])
-
-
-def _build(spec: str, sd: dict, **kwargs) -> tuple[nn.Module, list[str]]:
-    from sigprop.nn.arch import build_model
-
-    model = build_model(spec, **kwargs)
-    _reparametrise(model, _pruned_pairs(sd))
-    own = model.state_dict()
-    mismatched = [k for k in sd if k in own and tuple(own[k].shape) != tuple(sd[k].shape)]
-    return model, mismatched
-
-
-def load_arch(spec: str, ckpt: Any) -> tuple[nn.Module, tuple[int, ...] | None]:
-    """``(model with the checkpoint's tensors, default input shape)`` (module doc)."""
-    sd = _state_dict(ckpt)
-    model, mismatched = _build(spec, sd)
-    classes = _classes(model, sd, mismatched)
-    if classes is not None:
-        model, mismatched = _build(spec, sd, num_classes=classes)
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_few(unexpected)}")
-        if mismatched:
-            shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in mismatched]
-            parts.append(f"shape mismatches {_few(shapes)}")
-        raise InvalidInput(f"the checkpoint does not fit {spec}: " + "; ".join(parts))
-    with torch.no_grad():
-        model.load_state_dict(sd, strict=True)
-    model.eval()
-    return model, _default_shape(spec, model)
-
-
-def _default_shape(spec: str, model: nn.Module) -> tuple[int, ...] | None:
+def default_shape(spec: str, model: Any) -> tuple[int, ...] | None:
+    """The per-sample input shape of the architecture ``spec`` built as ``model`` (module doc)."""
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
     if isinstance(cfg, dict) and cfg.get("input_size"):
         return tuple(int(d) for d in cfg["input_size"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,9 @@ def _count_dtype(n: int):
 
 
 def _row_chunks(x: Any, rows: int) -> Iterator[Any]:
+    if hasattr(x, "iter_arrays"):  # a LazyTensor: numpy blocks, no torch for a file's tensor
+        yield from x.iter_arrays(rows)
+        return
     if hasattr(x, "iter_rows"):
         yield from x.iter_rows(rows)
         return
@@ -42,9 +46,8 @@ def _row_chunks(x: Any, rows: int) -> Iterator[Any]:
 
 def _as_numpy(x: Any, name: str, what: str) -> np.ndarray:
     """A numpy view of a chunk (numpy's elementwise kernels beat torch's on one thread)."""
-    import torch
-
-    if isinstance(x, torch.Tensor):
+    torch = sys.modules.get("torch")  # a chunk is a torch tensor only once torch is imported
+    if torch is not None and isinstance(x, torch.Tensor):
         if x.is_complex():
             raise InvalidInput(f"layer {name!r}: {what} has complex dtype {x.dtype}")
         if x.is_floating_point() and x.dtype not in (torch.float16, torch.float32, torch.float64):

@@ -71,7 +71,10 @@ def _constant_units(captured: Any, layer_name: str, dead_in: tuple[int, ...]) ->
 def _bias_constants(bias: Any, dead_in: tuple[int, ...]) -> tuple[int, ...]:
     if bias is None or not dead_in:
         return ()
-    b = bias.load() if hasattr(bias, "load") else bias
+    if hasattr(bias, "load_array"):
+        b = bias.load_array()
+    else:
+        b = bias.load() if hasattr(bias, "load") else bias
     b = np.asarray(b.detach().float().numpy() if hasattr(b, "detach") else b).reshape(-1)
     return tuple(int(u) for u in dead_in if u < b.size and b[u] != 0)
 
