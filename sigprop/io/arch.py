@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from sigprop.io.records import CHAIN_NOTE, NAME_ORDER_NOTE
 from sigprop.validate import InvalidInput
 
 __all__ = ["load_arch", "with_arch"]
@@ -119,14 +120,14 @@ def load_arch(spec: str, ckpt: Any):
 
 def with_arch(ckpt: Any, spec: str) -> Any:
     """``ckpt`` with ``module`` the architecture ``spec`` holding its tensors (:func:`load_arch`)
-    and ``arch`` set to ``spec``; the note on a chain inferred from key order gives way to
-    one naming the graph's origin. A checkpoint loaded with this ``arch`` already is returned
+    and ``arch`` set to ``spec``; the notes on a layer order inferred from key order and names
+    give way to one naming the graph's origin. A checkpoint loaded with this ``arch`` already is returned
     as it is."""
     spec = spec.strip()
     if getattr(ckpt, "arch", None) == spec and ckpt.module is not None:
         return ckpt
     model = load_arch(spec, ckpt)
-    notes = [n for n in ckpt.notes if "inferred the layer chain" not in n]
+    notes = [n for n in ckpt.notes if n not in (CHAIN_NOTE, NAME_ORDER_NOTE)]
     notes.append(
         f"graph from the architecture {spec}, built with random weights (nothing downloaded), "
         "holding the file's tensors"

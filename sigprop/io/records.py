@@ -15,6 +15,11 @@ from sigprop.io.source import printable
 __all__ = ["Checkpoint", "LayerEntry", "LayerTensors"]
 
 
+#: the notes of a layer order inferred without a graph; a graph (``arch=``) replaces them
+CHAIN_NOTE = "inferred the layer chain from key order and shapes"
+NAME_ORDER_NOTE = "safetensors stores no module order: layers taken in natural order of their names"
+
+
 @dataclass(frozen=True)
 class LayerEntry:
     """A weight layer found in a checkpoint.

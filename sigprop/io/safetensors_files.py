@@ -19,7 +19,7 @@ from sigprop.io import limits
 from sigprop.io.dtypes import SAFETENSORS_DTYPES, lookup
 from sigprop.io.layers import find_layers, natural_key
 from sigprop.io.lazy import LazyTensor, Stored, check_totals, check_view
-from sigprop.io.records import Checkpoint
+from sigprop.io.records import CHAIN_NOTE, NAME_ORDER_NOTE, Checkpoint
 from sigprop.io.source import CheckpointError, FileSource
 
 __all__ = ["load_safetensors", "parse_json"]
@@ -160,9 +160,9 @@ def load_safetensors(source: FileSource) -> Checkpoint:
         layers=layers,
         masks=masks,
         notes=(
-            "safetensors stores no module order: layers taken in natural order of their names",
+            NAME_ORDER_NOTE,
             *notes,
-            "inferred the layer chain from key order and shapes",
+            CHAIN_NOTE,
         ),
     )
 

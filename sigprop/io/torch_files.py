@@ -28,7 +28,7 @@ from sigprop.io.dtypes import DType, lookup
 from sigprop.io.layers import find_layers
 from sigprop.io.lazy import LazyTensor, Stored, check_totals, check_view, dtype_of
 from sigprop.io.pickles import PickleRefused, StorageRef, TensorRef, Truncated, unpickle
-from sigprop.io.records import Checkpoint
+from sigprop.io.records import CHAIN_NOTE, Checkpoint
 from sigprop.io.source import CheckpointError, FileSource
 from sigprop.io.zipview import ZipView
 
@@ -335,7 +335,7 @@ def from_object(
     layers, masks, layout, layer_notes = find_layers(where, tensors)
     notes.extend(layer_notes)
     if module is None:
-        notes.append("inferred the layer chain from key order and shapes")
+        notes.append(CHAIN_NOTE)
     return Checkpoint(
         path=source.path,
         format=fmt,
