@@ -501,6 +501,6 @@ def test_derivative_law_at_huge_variance():
     assert time.perf_counter() - t < 1.0
     assert law.moment(1) == pytest.approx(0.5) and law.zero_mass == pytest.approx(0.5)
     gelu = derivative_law("gelu", 1e6)
-    assert gelu.nodes.size == derivative_law("gelu", 1.0).nodes.size
+    assert gelu.nodes.size < 400  # positive-weight nodes of a 390-node rule
     # φ′ → 1 (h ≫ 1), 0 (h ≪ −1): μ₁ = ½ + O(1/√q)
     assert gelu.moment(1) == pytest.approx(0.5, abs=1e-3)
