@@ -49,6 +49,7 @@ __all__ = [
     "expect",
     "expect2",
     "hermite_coefficients",
+    "legendre_rule",
     "quadrature_rule",
     "require_resolved",
     "tail_fraction",
@@ -63,9 +64,15 @@ _SQRT_2PI = math.sqrt(2.0 * math.pi)
 _LADDER = np.concatenate([[0.0], 0.5 * 2.0 ** np.arange(13), -0.5 * 2.0 ** np.arange(13)])
 
 
-@functools.lru_cache(maxsize=16)
-def _legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
-    x, w = np.polynomial.legendre.leggauss(n)
+@functools.lru_cache(maxsize=64)
+def legendre_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n-point Gauss–Legendre rule on [−1, 1]: nodes x and weights w (read-only, cached).
+
+    Σ w f(x) = ∫₋₁¹ f exactly for polynomials of degree ≤ 2n − 1 (Golub & Welsch 1969). The
+    one Gauss–Legendre rule of ``sigprop.theory``: the panels of :func:`quadrature_rule`, the
+    Fuss–Catalan CDF and the max-pooling covariance table all use it.
+    """
+    x, w = np.polynomial.legendre.leggauss(int(n))
     x.setflags(write=False)
     w.setflags(write=False)
     return x, w
@@ -109,7 +116,7 @@ def quadrature_rule(
         edges = np.broadcast_to(fixed, shape + fixed.shape)
     edges = np.sort(np.clip(edges, -zmax, zmax), axis=-1)
     a, b = edges[..., :-1, None], edges[..., 1:, None]
-    xg, wg = _legendre(order)
+    xg, wg = legendre_rule(order)
     half = 0.5 * (b - a)
     z = (0.5 * (a + b) + half * xg).reshape(shape + (-1,))
     w = (half * wg).reshape(shape + (-1,)) * np.exp(-0.5 * z * z) / _SQRT_2PI

@@ -301,7 +301,7 @@ _LAM_W = (-1.0) ** np.arange(_LAM_NODES) * np.sin(
 
 @functools.lru_cache(maxsize=64)
 def _pair_cov_table(n: int) -> np.ndarray:
-    x, w = np.polynomial.legendre.leggauss(96)
+    x, w = gaussian.legendre_rule(96)
     x, w = 7.5 * x, 7.5 * w
     X, Y = np.meshgrid(x, x, indexing="ij")
     W = np.outer(w, w)

@@ -15,8 +15,8 @@ What is here
 ------------
 * The Fuss–Catalan law (linear Gaussian networks): :func:`fuss_catalan_moments`,
   :func:`fuss_catalan_edge`, :func:`fuss_catalan_density`, :func:`fuss_catalan_cdf`.
-* The law of φ′(h)², h ~ N(0, q) as exact atoms plus a quadrature of its continuous part:
-  :func:`derivative_law`.
+* The law of φ′(h)², h ~ N(0, q) as exact atoms plus a quadrature of its continuous part
+  (the nodes of :func:`sigprop.theory.gaussian.quadrature_rule`): :func:`derivative_law`.
 * The first two moments of JJᵀ for equal layers (:func:`jacobian_moments`) and for
   per-layer σ_w, q (:func:`jacobian_moments_layers`; a pruned layer of density ρ enters
   through its effective σ_w² = ρσ_w², see :mod:`sigprop.theory.sparse`).

@@ -1,12 +1,9 @@
-"""Shared pieces of the spectra modules: argument checks, the weight ensembles and the
-Gauss–Legendre rule."""
+"""Shared pieces of the spectra modules: argument checks and the weight ensembles (the
+Gauss–Legendre rule is ``sigprop.theory.gaussian.legendre_rule``)."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
-
-import numpy as np
 
 from sigprop.validate import InvalidInput, positive_int
 
@@ -26,11 +23,3 @@ def check_weights(weights: str) -> str:
     if weights not in WEIGHT_KINDS:
         raise InvalidInput(f"weights must be one of {WEIGHT_KINDS}, got {weights!r}")
     return weights
-
-
-@functools.lru_cache(maxsize=64)
-def leggauss(n: int) -> tuple[np.ndarray, np.ndarray]:
-    x, w = np.polynomial.legendre.leggauss(n)
-    x.flags.writeable = False
-    w.flags.writeable = False
-    return x, w

@@ -317,7 +317,7 @@ def jacobian_density_layers(
     Solves S_{JJᵀ}(z) = Π_l S_{W^lW^lᵀ}(z) S_{(D^l)²}(z) (arXiv 1711.04735 eq. 11;
     arXiv 1802.09979 §2) for z = M_J(x + iε) at each grid point, with the S-transform of
     (D^l)² taken from the law of φ′(h_l)², h_l ~ N(0, q_l) (:func:`derivative_law`: exact
-    atoms plus a Gauss–Legendre discretisation), and reads off
+    atoms plus the nodes of ``gaussian.quadrature_rule``), and reads off
     ρ(x) = −Im G(x + iε)/π, G(x) = (1 + M_J(x))/x, with the exact atoms removed.
 
     Parameters
@@ -335,7 +335,8 @@ def jacobian_density_layers(
         ε = rel_eps · x: the density is the Poisson smoothing of the exact one at that
         scale (relative error about rel_eps in the bulk, larger within ~√ε of an edge).
     n_nodes : int
-        Quadrature nodes per smooth piece of the law of φ′².
+        Gauss–Legendre probe points per piece of the law of φ′² in its test for a constant
+        φ′ (the quadrature itself is ``gaussian.quadrature_rule``, of a fixed size).
     """
     weights = check_weights(weights)
     sw, qq = layer_arrays(sigma_w, q)

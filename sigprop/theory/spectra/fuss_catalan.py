@@ -8,10 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from sigprop.theory.spectra.common import (
-    check_depth,
-    leggauss,
-)
+from sigprop.theory.gaussian import legendre_rule
+from sigprop.theory.spectra.common import check_depth
 from sigprop.validate import InvalidInput
 
 # --------------------------------------------------------------------------------------
@@ -104,7 +102,7 @@ def fuss_catalan_cdf(depth: int, x: Any) -> np.ndarray:
     if np.any(inside):
         phi = _fc_phi_of_x(x[inside], s)
         end = np.pi / (s + 1)
-        nodes, wts = leggauss(96)
+        nodes, wts = legendre_rule(96)
         # Map [-1, 1] onto [phi, end] for every evaluation point.
         half = 0.5 * (end - phi)[:, None]
         t = phi[:, None] + half * (nodes[None, :] + 1.0)
