@@ -49,6 +49,7 @@ __all__ = [
     "expect",
     "expect2",
     "hermite_coefficients",
+    "hermite_functions",
     "legendre_rule",
     "quadrature_rule",
     "require_resolved",
@@ -233,7 +234,7 @@ def hermite_coefficients(
     if all(k == 0.0 for k in kinks):
         hz = min(0.5, 1.0 / max(float(np.max(s, initial=0.0)), 1e-300))
         z, w = quadrature_rule(1.0, 0.0, tuple(kinks), zmax=13.0, hz=hz, order=20, ladder=False)
-        basis = _hermite_functions(z, kmax) * w[:, None]
+        basis = hermite_functions(z, kmax) * w[:, None]
         with np.errstate(all="ignore"):
             fx = f(s[..., None] * z)
         require_resolved(z, w * fx, 13.0, "E[f(sqrt(q) z) He_k(z)]")
@@ -243,22 +244,28 @@ def hermite_coefficients(
         fw = w * f(s[..., None] * z)
     require_resolved(z, fw, 13.0, "E[f(sqrt(q) z) He_k(z)]")
     out = np.empty(q.shape + (kmax,))
-    h_prev = np.zeros_like(z)
-    h = np.ones_like(z)
-    for k in range(kmax):
+    for k, h in enumerate(_hermite_sequence(z, kmax)):  # one h_k at a time: no (..., M, K) array
         out[..., k] = np.sum(fw * h, axis=-1)
-        h, h_prev = (z * h - math.sqrt(k) * h_prev) / math.sqrt(k + 1), h
     return out
 
 
-def _hermite_functions(z: np.ndarray, kmax: int) -> np.ndarray:
-    """Matrix h_k(z_i) = He_k(z_i)/√(k!), shape (len(z), kmax)."""
-    out = np.empty((z.size, kmax))
-    h_prev = np.zeros_like(z)
-    h = np.ones_like(z)
+def _hermite_sequence(z: np.ndarray, kmax: int):
+    """h_k(z) = He_k(z)/√(k!) for k = 0, ..., kmax−1, one array at a time, by the normalised
+    three-term recurrence h_{k+1} = (z h_k − √k h_{k−1})/√(k+1) (no factorials)."""
+    h_prev, h = np.zeros_like(z), np.ones_like(z)
     for k in range(kmax):
-        out[:, k] = h
+        yield h
         h, h_prev = (z * h - math.sqrt(k) * h_prev) / math.sqrt(k + 1), h
+
+
+def hermite_functions(z, kmax: int) -> np.ndarray:
+    """h_k(z) = He_k(z)/√(k!) for k < ``kmax``, stacked on a new last axis (shape
+    ``z.shape + (kmax,)``): the orthonormal basis of L²(N(0, 1)) that
+    :func:`hermite_coefficients` projects on."""
+    z = np.asarray(z, dtype=float)
+    out = np.empty(z.shape + (int(kmax),))
+    for k, h in enumerate(_hermite_sequence(z, int(kmax))):
+        out[..., k] = h
     return out
 
 

@@ -127,3 +127,25 @@ def test_hermite_kinks_away_from_zero_use_per_q_rule():
 def test_bad_input(call, words):
     with pytest.raises(ValueError, match=words):
         call()
+
+
+def test_hermite_functions_are_orthonormal_under_the_gaussian():
+    # E[h_j(z) h_k(z)] = δ_jk for z ~ N(0, 1), by the engine's own rule, and the values are
+    # He_k(z)/√(k!) (numpy's probabilists' Hermite series) on a 2-D z. The window is wider
+    # than hermite_coefficients' |z| ≤ 13: a product h_j h_k φ does not decay like the
+    # h_k φ ≤ e^(−z²/4) of a coefficient (Cramér's bound), and h_39² still has 0.7% of its
+    # mass beyond 13
+    z, w = gaussian.quadrature_rule(1.0, 0.0, (), zmax=20.0, hz=0.5, order=20, ladder=False)
+    h = gaussian.hermite_functions(z, 40)
+    # round-off: a few ulps of each term of Σ_i w_i |h_j(z_i) h_k(z_i)| (the h_k are large
+    # at the window's edge, where the Gaussian weight makes up for it)
+    scale = np.abs(h).T @ (w[:, None] * np.abs(h))
+    err = np.abs(h.T @ (w[:, None] * h) - np.eye(40))
+    assert np.all(err <= 64 * np.finfo(float).eps * scale)
+    grid = np.linspace(-4.0, 4.0, 12).reshape(3, 4)
+    got = gaussian.hermite_functions(grid, 6)
+    assert got.shape == (3, 4, 6)
+    for k in range(6):
+        coef = np.zeros(k + 1)
+        coef[k] = 1.0 / math.sqrt(math.factorial(k))
+        np.testing.assert_allclose(got[..., k], np.polynomial.hermite_e.hermeval(grid, coef))

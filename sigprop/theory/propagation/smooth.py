@@ -23,7 +23,6 @@ is used instead (about 3·10⁴ evaluations of φ per element).
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 
@@ -38,16 +37,6 @@ _EDGES = np.concatenate([[0.0], 2.0 ** np.arange(-8, 7)])
 _D = 16  # Chebyshev points per panel
 _LADDER = (0.0, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 4.0, -4.0, 8.0, -8.0)
 _CHUNK = 8192
-
-
-def _hermite(z: np.ndarray, kmax: int) -> np.ndarray:
-    """h_k(z) = He_k(z)/√(k!) for k < kmax, stacked on a new last axis."""
-    out = np.empty(z.shape + (kmax,))
-    h_prev, h = np.zeros_like(z), np.ones_like(z)
-    for k in range(kmax):
-        out[..., k] = h
-        h, h_prev = (z * h - math.sqrt(k) * h_prev) / math.sqrt(k + 1), h
-    return out
 
 
 class Smooth:
@@ -99,7 +88,9 @@ class Smooth:
             out[sl, 1] = np.sum(w * f * f, axis=-1)
             out[sl, 2] = np.sum(w * d * d, axis=-1)
             if hermite:
-                out[sl, 3:] = np.einsum("em,em,emk->ek", w, f, _hermite(z, HERMITE_TERMS))
+                out[sl, 3:] = np.einsum(
+                    "em,em,emk->ek", w, f, gaussian.hermite_functions(z, HERMITE_TERMS)
+                )
         return out
 
     def _columns(self, mu, v, hermite: bool) -> np.ndarray:
