@@ -1,5 +1,5 @@
-"""``sigprop check FILE.safetensors`` without ``--arch``/``--probe``/``--trust-pickle`` never
-imports torch (the blocks are numpy arrays, bfloat16 and 8-bit floats decoded from their
+"""``sigprop check FILE.safetensors`` (or a ``torch.save`` state dict) without
+``--arch``/``--probe``/``--trust-pickle`` never imports torch (the blocks are numpy arrays, bfloat16 and 8-bit floats decoded from their
 bits), and says what it says in a process where torch is imported."""
 
 from __future__ import annotations
@@ -71,11 +71,16 @@ def _in_process(path: Path) -> tuple[int, dict]:
     return code, json.loads(out.getvalue())
 
 
+@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_check_of_a_safetensors_file_never_imports_torch(tmp_path, case):
+def test_check_of_a_state_dict_file_never_imports_torch(tmp_path, case, fmt):
+    # safetensors, and a torch.save state dict (read by sigprop's own restricted unpickler)
     dtype, collapsed = CASES[case]
-    path = tmp_path / f"{case}.safetensors"
-    save_file(_mlp(dtype, collapsed), str(path))
+    path = tmp_path / f"{case}.{fmt}"
+    if fmt == "pt":
+        torch.save(_mlp(dtype, collapsed), path)
+    else:
+        save_file(_mlp(dtype, collapsed), str(path))
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
