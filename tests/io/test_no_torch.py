@@ -1,6 +1,7 @@
 """``sigprop check FILE.safetensors`` (or a ``torch.save`` state dict) without
-``--arch``/``--probe``/``--trust-pickle`` never imports torch (the blocks are numpy arrays, bfloat16 and 8-bit floats decoded from their
-bits), and says what it says in a process where torch is imported."""
+``--arch``/``--probe``/``--trust-pickle`` never imports torch (the blocks are numpy arrays,
+bfloat16 and 8-bit floats decoded from their bits), and says what it says in a process where
+torch is imported."""
 
 from __future__ import annotations
 
