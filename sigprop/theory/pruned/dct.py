@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
 
 from sigprop.theory.pruned.common import Result
 from sigprop.validate import InvalidInput, density_array, positive_int
@@ -93,6 +93,8 @@ def _expected_max_norm(n_rows: int, n_cols: int, density: float, std: float) -> 
     P(max ≤ r) = F(r)^{n_rows}, F(r) = Σ_k P(K = k) P(χ²_k ≤ r²/std²), K ~ Bin(n_cols, ρ)
     (χ²_0 the point mass at 0); E max = ∫_0^∞ (1 − F^{n_rows}) dr on a 1201-point grid.
     """
+    from scipy import stats  # here: importing scipy.stats costs every torch-side start ~0.2 s
+
     binom = stats.binom(n_cols, density)
     k = np.arange(int(binom.ppf(1e-16)), int(binom.isf(1e-16)) + 2)
     pk = binom.pmf(k)
