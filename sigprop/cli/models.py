@@ -5,8 +5,15 @@ random batch."""
 from __future__ import annotations
 
 
-def add_model_options(p) -> None:
-    """``--arch``, ``--allow-import``, ``--density``, ``--method``, ``--batch``, ``--seed``."""
+def add_model_options(p, checkpoint: str = "with --arch") -> None:
+    """The positional MODEL (``checkpoint``: how a checkpoint file is given) and ``--arch``,
+    ``--allow-import``, ``--density``, ``--method``, ``--batch``, ``--seed``."""
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="torchvision:NAME, timm:NAME, module.path:factory (needs --allow-import), or a "
+        f"checkpoint file {checkpoint}",
+    )
     p.add_argument(
         "--arch",
         metavar="SPEC",

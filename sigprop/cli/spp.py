@@ -37,14 +37,8 @@ def register(subparsers) -> None:
             "flow. Exit 0: plot written; 2: unusable input."
         ),
     )
-    p.add_argument(
-        "model",
-        metavar="MODEL",
-        help="torchvision:NAME, timm:NAME, module.path:factory (needs --allow-import), or a "
-        "checkpoint file with --arch",
-    )
-    p.add_argument("--input-shape", required=True, metavar="C,H,W", help="per-sample shape")
     add_model_options(p)
+    p.add_argument("--input-shape", required=True, metavar="C,H,W", help="per-sample shape")
     p.add_argument(
         "--train-mode",
         action="store_true",

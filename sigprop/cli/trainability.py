@@ -33,13 +33,7 @@ def register(subparsers) -> None:
             "Exit 0: predicted to train; 1: predicted not to train; 2: unusable input."
         ),
     )
-    p.add_argument(
-        "model",
-        metavar="MODEL",
-        help="torchvision:NAME, timm:NAME, module.path:factory (needs --allow-import), or a "
-        "checkpoint file with --arch (state dict) or --trust-pickle (whole module)",
-    )
-    add_model_options(p)
+    add_model_options(p, "with --arch (state dict) or --trust-pickle (whole module)")
     p.add_argument(
         "--trust-pickle",
         action="store_true",
