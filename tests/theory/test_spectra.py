@@ -281,6 +281,22 @@ def test_linear_gaussian_density_is_fuss_catalan(depth):
     assert d.max_residual < 1e-10
 
 
+def test_a_very_deep_scaled_chain_is_solved_down_to_its_grid_floor():
+    # depth 80 and σ_w = 1.5: the bulk sits at s = σ_w^{2L} ≈ 1e28 and the default grid
+    # reaches down to 1e-280 (the continuation path spans ~300 decades; its length in
+    # decades once overflowed to inf); the law is Fuss–Catalan scaled by s.
+    depth, sw = 80, 1.5
+    d = spectra.jacobian_density_layers("linear", np.full(depth, sw), 1.0, n_points=16)
+    s = sw ** (2 * depth)
+    assert d.edge == pytest.approx(s * spectra.fuss_catalan_edge(depth), rel=1e-4)
+    assert np.all(np.isfinite(d.density)) and d.x[0] == pytest.approx(1e-280)
+    # (the closed form's sin((L+1)φ)^L underflows far below the bulk at this depth)
+    inner = (d.x < 0.999 * d.edge) & (d.x >= 1e-2 * d.edge)
+    fc = spectra.fuss_catalan_density(depth, d.x[inner] / s) / s
+    np.testing.assert_allclose(d.density[inner], fc, rtol=1e-4)  # as at depth 30 above
+    assert d.max_residual < 1e-10
+
+
 @pytest.mark.parametrize("depth", [2, 10, 30])
 def test_cdf_below_the_grid_follows_the_local_power_law(depth):
     # A grid starting well inside the bulk leaves mass M₀ below x[0]: near 0 the
