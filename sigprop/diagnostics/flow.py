@@ -15,7 +15,7 @@ from torch import nn
 from sigprop._json import to_jsonable
 from sigprop.diagnostics.measure import _check_inputs, _device, _model_in, _Recorder
 from sigprop.diagnostics.spec import ModelSpec, describe
-from sigprop.nn.utils import as_batches
+from sigprop.nn.utils import as_batches, sum_sq
 from sigprop.validate import InvalidInput
 
 __all__ = ["GradientFlow", "gradient_flow"]
@@ -153,8 +153,8 @@ def gradient_flow(
                 raise InvalidInput(f"the loss does not depend on layer {names[i]!r}")
             if masks[i] is not None:
                 gw = gw * masks[i]
-            grad_sq[i] += float(gw.detach().double().pow(2).sum())
-            delta_sq[i] += float(gh.detach().double().pow(2).sum())
+            grad_sq[i] += sum_sq(gw)
+            delta_sq[i] += sum_sq(gh)
         n_batches += 1
     if n_batches == 0:
         raise InvalidInput("data contains no batch")

@@ -39,6 +39,7 @@ from sigprop.diagnostics.walk import (  # noqa: F401 - activation_name, is_neutr
     is_neutral,
 )
 from sigprop.nn.kinds import is_dct_layer, is_weight_layer, layer_kind
+from sigprop.nn.utils import sum_sq
 from sigprop.validate import InvalidInput
 
 __all__ = [
@@ -236,26 +237,28 @@ def _layer_spec(
     with torch.no_grad():
         weight = module.weight.detach()
         mask = getattr(module, "_buffers", {}).get("weight_mask")
-        w_eff = effective_weight(module).detach().to(torch.float64)
-        if not torch.isfinite(w_eff).all():
-            raise InvalidInput(f"layer {name!r} has non-finite weights")
+        w_eff = effective_weight(module).detach()
+        w_sq = sum_sq(w_eff)  # finite unless a weight is (or |W| ≳ 1e154 in float64)
+        if not math.isfinite(w_sq):
+            what = "non-finite" if not torch.isfinite(w_eff).all() else "overflowing"
+            raise InvalidInput(f"layer {name!r} has {what} weights")
         n_units = weight.shape[0]
         fan_in = weight[0].numel()
         fan_out = n_units * (weight[0, 0].numel() if weight.ndim > 2 else 1)
         if mask is not None:
-            kept = (mask.detach() != 0).reshape(n_units, -1).to(torch.float64)
+            kept = (mask.detach() != 0).reshape(n_units, -1).sum(dim=1, dtype=torch.float64)
+            per_unit = kept / fan_in
+            density = float(kept.sum()) / (n_units * fan_in)
         else:
-            kept = torch.ones(n_units, fan_in, dtype=torch.float64)
-        per_unit = kept.mean(dim=1)
-        density = float(kept.mean())
-        sum_sq = float((w_eff**2).sum())
+            per_unit = torch.ones(n_units, dtype=torch.float64)
+            density = 1.0
         alpha = None
         if is_dct_layer(module):
             alpha = float(torch.as_tensor(module.alpha).detach())
             d_norm2, cross = _dct_offset_frobenius(w_eff)
-            sum_sq += alpha**2 * d_norm2 + 2.0 * alpha * cross
+            w_sq += alpha**2 * d_norm2 + 2.0 * alpha * cross
         # σ_w² = fan_in · mean(W_eff²) = ‖W_eff‖_F² / n_units (Poole et al. 2016, §2).
-        sigma_w2 = sum_sq / n_units
+        sigma_w2 = w_sq / n_units
         bias = getattr(module, "bias", None)
         sigma_b2 = float((bias.detach().to(torch.float64) ** 2).mean()) if bias is not None else 0.0
     return LayerSpec(

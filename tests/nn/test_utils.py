@@ -1,12 +1,17 @@
-"""sigprop.nn.utils: the one rule for reading data arguments as (inputs, targets) batches."""
+"""sigprop.nn.utils: the one rule for reading data arguments as (inputs, targets) batches,
+and the float64 sum of squares."""
+
+import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader, TensorDataset
 
 from sigprop.diagnostics import gradient_flow
 from sigprop.nn import MaskedLinear
-from sigprop.nn.utils import as_batches
+from sigprop.nn.utils import as_batches, sum_sq
 from sigprop.prune import snip_scores
 
 
@@ -69,3 +74,26 @@ def test_prune_and_diagnostics_read_data_alike():
     assert flow.loss == "cross_entropy" and flow.n_batches == 1
     flow = gradient_flow(model, [x, x], progress=False)
     assert flow.loss == "random_projection" and flow.n_batches == 2
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(0, 3 * (1 << 16) + 5),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.float16]),
+    seed=st.integers(0, 2**16),
+)
+def test_sum_sq_is_the_float64_sum_of_squares(n, dtype, seed):
+    # the chunked float64 sum equals the one-shot float64 sum up to summation order
+    t = torch.randn(n, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    exact = float(t.double().pow(2).sum())
+    assert sum_sq(t) == pytest.approx(exact, rel=1e-13, abs=0.0)
+    assert sum_sq(t.reshape(1, -1).expand(2, -1)) == pytest.approx(2 * exact, rel=1e-13)
+
+
+def test_sum_sq_of_a_non_finite_tensor_is_not_finite():
+    big = torch.zeros(1 << 17)
+    assert sum_sq(big) == 0.0
+    big[-1] = float("inf")
+    assert sum_sq(big) == float("inf")
+    big[3] = float("nan")
+    assert math.isnan(sum_sq(big))

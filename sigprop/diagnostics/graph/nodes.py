@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from sigprop.diagnostics.graph.translate import Translation
+from sigprop.nn.utils import sum_sq
 
 __all__ = ["measure_nodes", "predicted_nodes"]
 
@@ -153,7 +154,7 @@ def measure_nodes(
                         continue
                     mask = refs[i].mask
                     g = g if mask is None else g * mask
-                    sums[i] += float(g.detach().double().pow(2).sum()) / x.shape[0]
+                    sums[i] += sum_sq(g) / x.shape[0]
     finally:
         for h in handles:
             h.remove()
