@@ -30,6 +30,7 @@ Yang & Schoenholz 2017 (arXiv 1712.08969, §3, "reduced" residual nets) and Hayo
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -180,7 +181,26 @@ def _layer_maps(activation: str | None, q_prev: float, c_prev: float | None):
 
     The covariance uses the kernel directly, not ``meanfield.c_map``: off the fixed point the
     correlation must be normalised by the *new* variance q^l, not by q^{l−1}.
+
+    A name (or ``None``) determines the activation, so those results are memoised: the
+    same network is predicted again and again (the demo's sections, trainability), and
+    without a closed form each pair kernel is a 2-D quadrature of ~10 ms.
     """
+    if activation is None or isinstance(activation, str):
+        return _layer_maps_of_name(activation, float(q_prev), _opt_float(c_prev))
+    return _layer_maps_uncached(activation, q_prev, c_prev)
+
+
+def _opt_float(x: float | None) -> float | None:
+    return None if x is None else float(x)
+
+
+@functools.lru_cache(maxsize=4096)
+def _layer_maps_of_name(activation: str | None, q_prev: float, c_prev: float | None):
+    return _layer_maps_uncached(activation, q_prev, c_prev)
+
+
+def _layer_maps_uncached(activation, q_prev: float, c_prev: float | None):
     from sigprop.theory import meanfield
 
     act = "linear" if activation is None else activation
