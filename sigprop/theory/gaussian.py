@@ -48,6 +48,7 @@ __all__ = [
     "TAIL_RTOL",
     "expect",
     "expect2",
+    "expect2_pairs",
     "hermite_coefficients",
     "hermite_functions",
     "legendre_rule",
@@ -164,6 +165,21 @@ def expect2(
     stays accurate for every c ∈ [−1, 1] including c → ±1. Broadcasts over q1, q2, c; costs
     about 2·10⁵ evaluations of f and g per element (an independent check, not a fast path).
     """
+    return expect2_pairs([(f, g)], q1, q2, c, kinks_f=kinks_f, kinks_g=kinks_g)[0]
+
+
+def expect2_pairs(
+    pairs: Sequence[tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]],
+    q1,
+    q2,
+    c,
+    *,
+    kinks_f: Sequence[float] = (),
+    kinks_g: Sequence[float] = (),
+) -> tuple[np.ndarray, ...]:
+    """:func:`expect2` of several pairs (f, g) whose f share the kinks ``kinks_f`` and whose
+    g share ``kinks_g``, on one 2-D rule per element (e.g. E[φφ] and E[φ′φ′] of a
+    correlation kernel); each expectation has its own resolution check."""
     q1 = nonneg_array("q1", q1, "(a variance) must be non-negative")
     q2 = nonneg_array("q2", q2, "(a variance) must be non-negative")
     c = np.asarray(c, dtype=float)
@@ -172,14 +188,15 @@ def expect2(
     if np.any(np.abs(c) > 1):
         raise InvalidInput(f"correlation c must lie in [-1, 1], got {c!r}")
     shape = np.broadcast_shapes(q1.shape, q2.shape, c.shape)
-    out = np.empty(shape)
+    outs = tuple(np.empty(shape) for _ in pairs)
     flat = [np.broadcast_to(a, shape).ravel() for a in (q1, q2, c)]
     for i, (a, b, r) in enumerate(zip(*flat)):
-        out.flat[i] = _expect2_scalar(f, g, a, b, r, kinks_f, kinks_g)
-    return out
+        for out, value in zip(outs, _expect2_scalar(pairs, a, b, r, kinks_f, kinks_g)):
+            out.flat[i] = value
+    return outs
 
 
-def _expect2_scalar(f, g, q1, q2, c, kinks_f, kinks_g) -> float:
+def _expect2_scalar(pairs, q1, q2, c, kinks_f, kinks_g) -> list[float]:
     s1, s2 = math.sqrt(q1), math.sqrt(q2)
     k1 = list(kinks_f)
     # kinks of g(√q₂ c z₁) seen in the scale of u₁: √q₂ c z₁ = k  ⇔  u₁ = k s1/(s2 c)
@@ -194,16 +211,20 @@ def _expect2_scalar(f, g, q1, q2, c, kinks_f, kinks_g) -> float:
     u1 = s1 * z1
     m2 = s2 * c * z1
     z2, w2 = quadrature_rule(v2, m2, kinks_g)
-    with np.errstate(all="ignore"):
-        wg = w2 * g(m2[:, None] + math.sqrt(v2) * z2)
-        wf = w1 * f(u1)
-        # masses of the 2-D rule, to check both directions of the window
-        mass = np.abs(wf)[:, None] * np.abs(wg)
+    u2 = m2[:, None] + math.sqrt(v2) * z2
     what = "E[f(u1) g(u2)]"
-    pure = np.abs(wf)[:, None] * np.broadcast_to(w2, mass.shape)
-    require_resolved(z2.reshape(-1), mass.reshape(-1), 9.0, what, pure.reshape(-1))
-    require_resolved(z1, np.sum(mass, axis=-1), 9.0, what)
-    return float(np.sum(wf * np.sum(wg, axis=-1)))
+    values = []
+    for f, g in pairs:
+        with np.errstate(all="ignore"):
+            wg = w2 * g(u2)
+            wf = w1 * f(u1)
+            # masses of the 2-D rule, to check both directions of the window
+            mass = np.abs(wf)[:, None] * np.abs(wg)
+        pure = np.abs(wf)[:, None] * w2
+        require_resolved(z2.reshape(-1), mass.reshape(-1), 9.0, what, pure.reshape(-1))
+        require_resolved(z1, np.sum(mass, axis=-1), 9.0, what)
+        values.append(float(np.sum(wf * np.sum(wg, axis=-1))))
+    return values
 
 
 def hermite_coefficients(

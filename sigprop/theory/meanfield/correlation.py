@@ -38,8 +38,8 @@ def kernel(activation, q, c) -> tuple[np.ndarray, np.ndarray]:
     closed = act.closed_kernel(q, c)
     if closed is not None:
         return closed
-    K = gaussian.expect2(act.phi, act.phi, q, q, c, kinks_f=act.kinks, kinks_g=act.kinks)
-    dK = gaussian.expect2(act.dphi, act.dphi, q, q, c, kinks_f=act.kinks, kinks_g=act.kinks)
+    pairs = [(act.phi, act.phi), (act.dphi, act.dphi)]
+    K, dK = gaussian.expect2_pairs(pairs, q, q, c, kinks_f=act.kinks, kinks_g=act.kinks)
     return K, dK
 
 
