@@ -9,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sigprop.experiments import data
-from sigprop.experiments.data import batches, class_balanced_batch, load_dataset, minibatches
+from sigprop.experiments.data import (
+    batches,
+    class_balanced_batch,
+    load_dataset,
+    minibatches,
+    sources,
+)
 from sigprop.prune import samples_per_class
 
 
@@ -79,7 +85,8 @@ def test_validation_split_partitions_the_training_data():
     assert torch.equal(split.x_test, whole.x_test)
 
 
-def test_mnist1d_is_generated_locally_and_leaves_global_rng_alone():
+def test_mnist1d_is_generated_locally_and_leaves_global_rng_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIGPROP_CACHE_DIR", str(tmp_path))  # an empty cache: generate
     data._mnist1d_cached.cache_clear()  # make sure the generator really runs here
     # the legacy global state is exactly what must stay untouched
     np_state = np.random.get_state()[1].copy()  # noqa: NPY002
@@ -91,6 +98,110 @@ def test_mnist1d_is_generated_locally_and_leaves_global_rng_alone():
     assert ds.n_classes == 10 and set(ds.y_train.unique().tolist()) == set(range(10))
     flat = load_dataset("mnist1d")
     assert flat.x_train.shape == (4000, 40)
+
+
+@pytest.fixture
+def fake_mnist1d(tmp_path, monkeypatch):
+    """An empty cache folder, and mnist1d's generator replaced by a counting stand-in that
+    returns fixed arrays of the canonical shapes (the real one takes ~2 s a call)."""
+    import mnist1d.data
+
+    rng = np.random.default_rng(0)
+    made = {
+        "x": rng.standard_normal((8, 40)),
+        "y": np.arange(8) % 10,
+        "x_test": rng.standard_normal((3, 40)),
+        "y_test": np.arange(3),
+    }
+    calls = []
+
+    def make_dataset(args):
+        calls.append(args)
+        return made
+
+    monkeypatch.setenv("SIGPROP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(mnist1d.data, "make_dataset", make_dataset)
+    sources._mnist1d_cached.cache_clear()
+    yield made, calls
+    sources._mnist1d_cached.cache_clear()
+
+
+def test_mnist1d_is_cached_between_processes_bit_for_bit(fake_mnist1d):
+    made, calls = fake_mnist1d
+    first = sources._mnist1d()
+    assert len(calls) == 1
+    files = list(sources.cache_dir().glob("mnist1d-*.npz"))
+    assert len(files) == 1 and not list(sources.cache_dir().glob("*.tmp"))
+    sources._mnist1d_cached.cache_clear()  # a new process: read back, no generation
+    second = sources._mnist1d()
+    assert len(calls) == 1
+    for a, b in zip(first, second):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert np.array_equal(second[0][:, 0, :], made["x"])
+
+
+def _npz(path, **arrays):
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+_GOOD = {
+    "x": np.zeros((2, 1, 40)),
+    "y": np.zeros(2, dtype=np.int64),
+    "x_test": np.zeros((1, 1, 40)),
+    "y_test": np.zeros(1, dtype=np.int64),
+}
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda p: p.write_bytes(b"not a zip at all"),
+        lambda p: p.write_bytes(b""),
+        lambda p: _npz(p, **{**_GOOD, "extra": np.zeros(1)}),
+        lambda p: _npz(p, **{k: v for k, v in _GOOD.items() if k != "y"}),
+        lambda p: _npz(p, **{**_GOOD, "y": np.array([object()], dtype=object)}),  # a pickle
+        lambda p: _npz(p, **{**_GOOD, "x": _GOOD["x"].astype(np.float32)}),
+        lambda p: _npz(p, **{**_GOOD, "x": np.full((2, 1, 40), np.nan)}),
+        lambda p: _npz(p, **{**_GOOD, "y": np.array([0, 10])}),
+        lambda p: _npz(p, **{**_GOOD, "y": np.zeros(3, dtype=np.int64)}),
+        lambda p: _npz(p, **{**_GOOD, "x_test": np.zeros((1, 1, 39))}),
+        lambda p: p.mkdir(),
+    ],
+    ids=[
+        "garbage",
+        "empty",
+        "extra-key",
+        "missing-key",
+        "object-array",
+        "float32",
+        "nan",
+        "label-10",
+        "length",
+        "test-width",
+        "a-folder",
+    ],
+)
+def test_a_cache_file_that_does_not_fit_is_regenerated(fake_mnist1d, corrupt):
+    made, calls = fake_mnist1d
+    path = sources._mnist1d_file()
+    path.parent.mkdir(parents=True)
+    corrupt(path)
+    x, y, xt, yt = sources._mnist1d()
+    assert len(calls) == 1 and np.array_equal(x[:, 0, :], made["x"])
+    assert np.array_equal(yt, made["y_test"])
+    if path.is_file():  # rewritten (a folder in the way is left alone)
+        sources._mnist1d_cached.cache_clear()
+        assert np.array_equal(sources._mnist1d()[0], x) and len(calls) == 1
+
+
+def test_an_unwritable_cache_still_gives_the_data(fake_mnist1d, tmp_path, monkeypatch):
+    made, calls = fake_mnist1d
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    monkeypatch.setenv("SIGPROP_CACHE_DIR", str(blocker / "sub"))
+    x = sources._mnist1d()[0]
+    assert np.array_equal(x[:, 0, :], made["x"]) and len(calls) == 1
 
 
 def test_teacher_tasks():

@@ -1,12 +1,21 @@
 """Where the examples come from: scikit-learn's digits, the mnist1d generator (Greydanus
-2020, arXiv 2011.14439), a random teacher network, a local ``.npz`` file; none downloads."""
+2020, arXiv 2011.14439), a random teacher network, a local ``.npz`` file; none downloads.
+
+mnist1d's generator takes ~2 s per process, so its canonical set is kept in
+:func:`cache_dir` (keyed by the mnist1d version and its arguments) and read back as plain
+arrays, checked, by the next process; a missing, unreadable or unfit file is regenerated."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import io
 import math
 import os
 import random
+import zipfile
+from pathlib import Path
 
 import numpy as np
 
@@ -78,24 +87,98 @@ def _digits():
     return x.copy(), y.copy()
 
 
+#: Where generated data sets are kept between processes: ``SIGPROP_CACHE_DIR``, else
+#: ``$XDG_CACHE_HOME/sigprop``, else ``~/.cache/sigprop``. A file there is only ever
+#: read back as plain arrays (no pickle), checked, and regenerated when it does not fit.
+_CACHE_ENV = "SIGPROP_CACHE_DIR"
+#: mnist1d's canonical set is ~2 MB; a cache file beyond this is not read
+_CACHE_MAX_BYTES = 64 << 20
+_MNIST1D_KEYS = ("x", "y", "x_test", "y_test")
+
+
+def cache_dir() -> Path:
+    """The folder of generated data sets (see ``_CACHE_ENV``)."""
+    explicit = os.environ.get(_CACHE_ENV)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sigprop"
+
+
+def _mnist1d_file() -> Path:
+    """The cache file of mnist1d's canonical set: its arguments are those of the installed
+    version (``get_dataset_args()``), so the version is the key (and mnist1d is imported
+    only to generate)."""
+    from importlib.metadata import version
+
+    key = hashlib.sha256(f"mnist1d {version('mnist1d')} canonical".encode()).hexdigest()[:16]
+    return cache_dir() / f"mnist1d-{key}.npz"
+
+
+def _read_mnist1d(path: Path) -> tuple[np.ndarray, ...] | None:
+    """The four arrays of a cache file, or None when it is absent or does not fit."""
+    try:
+        if not path.is_file() or path.stat().st_size > _CACHE_MAX_BYTES:
+            return None
+        with zipfile.ZipFile(path) as zf:  # bound what the members expand to, too
+            if sum(info.file_size for info in zf.infolist()) > _CACHE_MAX_BYTES:
+                return None
+        with np.load(path, allow_pickle=False) as npz:
+            if sorted(npz.files) != sorted(_MNIST1D_KEYS):
+                return None
+            x, y, xt, yt = (npz[k] for k in _MNIST1D_KEYS)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    for a, b in ((x, y), (xt, yt)):
+        ok = (
+            a.dtype == np.float64
+            and b.dtype == np.int64
+            and a.ndim == 3
+            and a.shape[1] == 1
+            and a.shape[2] == x.shape[2]
+            and b.shape == (a.shape[0],)
+            and a.shape[0] > 0
+            and np.all(np.isfinite(a))
+            and np.all((b >= 0) & (b < 10))
+        )
+        if not ok:
+            return None
+    return x, y, xt, yt
+
+
+def _write_mnist1d(path: Path, arrays) -> None:
+    """Keep the arrays for the next process (atomically; silently not where unwritable)."""
+    from sigprop.plotting.files import write_atomic
+
+    buf = io.BytesIO()
+    np.savez(buf, **dict(zip(_MNIST1D_KEYS, arrays)))
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, buf.getvalue())
+
+
 @functools.lru_cache(maxsize=1)
 def _mnist1d_cached():
-    from mnist1d.data import get_dataset_args, make_dataset
+    path = _mnist1d_file()
+    arrays = _read_mnist1d(path)
+    if arrays is None:
+        from mnist1d.data import get_dataset_args, make_dataset
 
-    args = get_dataset_args()  # canonical arguments: 5000 samples, 80/20 split, seed 42
-    # make_dataset seeds the legacy global generators: save and restore them around it
-    np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
-    try:
-        data = make_dataset(args)
-    finally:
-        np.random.set_state(np_state)  # noqa: NPY002
-        random.setstate(py_state)
-    arrays = [
-        np.asarray(data["x"], dtype=np.float64)[:, None, :],
-        np.asarray(data["y"], dtype=np.int64),
-        np.asarray(data["x_test"], dtype=np.float64)[:, None, :],
-        np.asarray(data["y_test"], dtype=np.int64),
-    ]
+        args = get_dataset_args()  # canonical arguments: 5000 samples, 80/20 split, seed 42
+        # make_dataset seeds the legacy global generators: save and restore them around it
+        np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
+        try:
+            data = make_dataset(args)
+        finally:
+            np.random.set_state(np_state)  # noqa: NPY002
+            random.setstate(py_state)
+        arrays = (
+            np.asarray(data["x"], dtype=np.float64)[:, None, :],
+            np.asarray(data["y"], dtype=np.int64),
+            np.asarray(data["x_test"], dtype=np.float64)[:, None, :],
+            np.asarray(data["y_test"], dtype=np.int64),
+        )
+        _write_mnist1d(path, arrays)
     for a in arrays:
         a.flags.writeable = False
     return tuple(arrays)
