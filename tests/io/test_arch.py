@@ -75,6 +75,30 @@ def test_load_checkpoint_with_arch_builds_the_model_holding_the_tensors(tmp_path
     assert load_checkpoint(path).module is None  # without arch= nothing is built
 
 
+def test_a_pruned_half_precision_state_dict_loads_as_the_architecture_computes_it(tmp_path):
+    # torchvision builds on the meta device and is handed the file's tensors: they must be
+    # cast to the architecture's float32, be copies (not the loader's buffers), leave no
+    # meta tensor behind, and the pruned weight must be weight_orig * weight_mask before
+    # any forward pass (as after load_state_dict into a model built normally)
+    model = _resnet18(lambda m: prune.random_unstructured(m.layer2[0].conv1, "weight", 0.7))
+    model = model.half()
+    path = tmp_path / "h.pt"
+    torch.save(model.state_dict(), path)
+    got = load_checkpoint(path, arch=SPEC).module
+    tensors = [*got.parameters(), *got.buffers()]
+    assert not any(t.is_meta for t in tensors)
+    assert {t.dtype for t in got.parameters()} == {torch.float32}
+    own = got.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(own[key], value.to(own[key].dtype)), key
+    conv = got.layer2[0].conv1
+    assert torch.equal(conv.weight, conv.weight_orig * conv.weight_mask)
+    assert all(p.requires_grad for p in got.parameters())
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    reference = model.float()(x)
+    assert torch.equal(got(x), reference)
+
+
 @pytest.mark.parametrize("fmt", ["pt", "safetensors"])
 def test_python_api_with_arch_equals_the_cli(tmp_path, capsys, fmt):
     model = _resnet18(lambda m: _zero(m, "layer1.0.conv1"))  # collapsed, bypassed by a skip
