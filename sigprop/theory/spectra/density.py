@@ -207,7 +207,7 @@ def _m_transform(w: np.ndarray, lam: np.ndarray, plam: np.ndarray) -> tuple[np.n
 
 def _solve_free_product(
     xc: np.ndarray,
-    laws: Sequence[tuple[np.ndarray, np.ndarray]],
+    laws: tuple[np.ndarray, np.ndarray],
     mult: np.ndarray,
     log_sig2_sum: float,
     n_gauss: int,
@@ -237,6 +237,7 @@ def _solve_free_product(
     Each x is continued along the vertical path x + iy, y from ``y_start`` (where the
     large-|x| expansions z ≈ m1/x + m2/x², w_j ≈ μ₁,j/z + μ₂,j/μ₁,j hold) geometrically
     down to Im xc. The arrow-shaped Newton system is solved through its Schur complement.
+    ``laws`` are the distinct layer laws stacked by :func:`_stack_laws`.
     Returns z, 1 + z and the final residual max(|E₀|, max_j |E_j|/|z|).
     """
     # (a difference of logs: y_start / Im x overflows for the deepest grids, Im x ~ 1e-307)
@@ -265,7 +266,7 @@ def _solve_free_product(
             )
         return z, zp1, resid
     L = float(np.sum(mult))
-    lam_rows, plam_rows = _stack_laws(laws)
+    lam_rows, plam_rows = laws
     xr = xc.real
     n_steps = int(steps_per_decade * float(np.max(decades))) + 2
     frac = np.linspace(0.0, 1.0, n_steps)[:, None]
@@ -337,9 +338,10 @@ def _default_grid(edge: float, depth: int, n_points: int, weights: str) -> np.nd
     Near 0 the density of a depth-L Gaussian product behaves like the Fuss–Catalan one,
     ρ ∝ x^{−L/(L+1)}, whose mass below x is ≈ (x/edge)^{1/(L+1)}; x_min makes that 1e-4
     (floored at 1e-300·edge, which leaves ≈ 2e-4 at L = 80, and at 1e-280 absolute, so
-    that ε·x stays a normal float). For orthogonal weights x_min is floored at 1e-12·edge:
-    there the discretised law of φ′² (finite tails) leaves spurious, negligible structure
-    at far smaller x, and the mass below x_min is extrapolated (:meth:`JacobianDensity.continuous_mass_below`).
+    that ε·x stays a normal float for any edge above 1e-277). For orthogonal weights x_min
+    is floored at 1e-12·edge: there the discretised law of φ′² (finite tails) leaves
+    spurious, negligible structure at far smaller x, and the mass below x_min is
+    extrapolated (:meth:`JacobianDensity.continuous_mass_below`).
     """
     n_geo = max(n_points // 4, 2)
     x_min = max(1e-4 ** (depth + 1), 1e-300 if weights == "gaussian" else 1e-12)
@@ -400,6 +402,7 @@ def jacobian_density_layers(
     atoms, atom_masses = _free_atoms(per_layer, sw**2, weights)
     mult = np.bincount(inverse, minlength=len(law_list)).astype(np.float64)
     laws = [law.support for law in law_list]
+    stacked = _stack_laws(laws)  # once: every path group and retry reads the same rows
     mu = np.array([[law.moment(1), law.moment(2)] for law in law_list])
     depth = sw.size
     n_gauss = depth if weights == "gaussian" else 0
@@ -413,7 +416,7 @@ def jacobian_density_layers(
 
     def solve(xs: np.ndarray, eps: float = rel_eps) -> tuple[np.ndarray, np.ndarray]:
         xc = xs + 1j * eps * xs
-        args = (laws, mult, log_sig2_sum, n_gauss, mu, moments.m1, moments.m2, y_start)
+        args = (stacked, mult, log_sig2_sum, n_gauss, mu, moments.m1, moments.m2, y_start)
         _, zp1, resid = _solve_free_product(xc, *args)
         retry = ~(resid <= 1e-8)
         if np.any(retry):  # a finer continuation with more Newton steps for stragglers
