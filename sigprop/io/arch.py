@@ -146,6 +146,8 @@ def load_arch(spec: str, ckpt: Any):
         raise InvalidInput(f"the checkpoint does not fit {spec}: " + "; ".join(parts))
     with torch.no_grad():
         if meta:
+            # copies (one memcpy of the weights): a Checkpoint built from a live module hands
+            # out that module's own tensors, which the new model must not share
             fitted = {
                 k: sd[k].to(dtype=own[k].dtype, copy=True, memory_format=torch.contiguous_format)
                 for k in own
