@@ -82,12 +82,11 @@ def check_w2(w2, name: str = "w2") -> np.ndarray:
     return nonneg_array(name, w2, "(a squared weight) must be non-negative").view(Checked)
 
 
-def check_mask(mask, w2, name: str = "mask") -> np.ndarray:
-    """A 0/1 mask of w2's shape (default: the kept pattern w2 > 0), marked Checked."""
-    if isinstance(mask, Checked):
+def check_mask(mask, w2, name: str = "mask") -> np.ndarray | None:
+    """A 0/1 mask of w2's shape, marked Checked; ``None`` stays ``None`` (the rules read
+    it as the kept pattern w2 > 0, see :func:`_mask`)."""
+    if mask is None or isinstance(mask, Checked):
         return mask
-    if mask is None:
-        return (np.asarray(w2) > 0).astype(float).view(Checked)
     m = np.asarray(mask, dtype=float)
     if m.shape != np.shape(w2):
         raise InvalidInput(f"{name} has shape {m.shape}, the weight {np.shape(w2)}")
@@ -103,8 +102,21 @@ def _w2(w2, ndim: int) -> np.ndarray:
     return w2
 
 
-def _mask(mask, w2: np.ndarray) -> np.ndarray:
+def _mask(mask, w2: np.ndarray) -> np.ndarray | None:
+    """The layer's 0/1 mask; for ``None`` the kept pattern w2 > 0, or ``None`` again when
+    every weight is kept (the rules then sum without a mask: a fresh float64 mask of VGG's
+    25088 x 4096 classifier costs seconds of page faults for a product with ones)."""
+    if mask is None:
+        if w2.size == 0 or w2.min() > 0:
+            return None
+        return np.greater(w2, 0, out=np.empty(w2.shape), casting="unsafe")
     return check_mask(mask, w2).view(np.ndarray)
+
+
+def _kept_sum(mask: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+    """M @ x over the input axis of x; with every weight kept (``None``), x summed over it
+    (broadcast against the output axis by the caller)."""
+    return x.sum(axis=0) if mask is None else mask @ x
 
 
 # ------------------------------------------------------------------------------ linear
@@ -154,13 +166,13 @@ def linear_weight_grad(
     a = gg * G.class_weights(grid).reshape(-1) * p
     if per_weight:
         per = a @ qq.T + _batch_cross(g, m, p * (p - 1), p * p, batch_size)
-        return per * mask
+        return per if mask is None else per * mask
     # Σ_oi M_oi (A Qᵀ + u vᵀ + u′ v′ᵀ)_oi = Σ A ⊙ (M Q) + uᵀ M v + u′ᵀ M v′: one product with
     # the mask, no C_out × C_in temporaries (VGG's 25088 × 4096 classifier)
     b = positive_int(batch_size, "batch_size")
-    total = float(np.sum(a * (mask @ qq)))
-    total += p * (p - 1) * float(g.g_pos @ (mask @ m.cov_pos))
-    total += (b - 1) * p * p * float(g.g_indep @ (mask @ m.cov_indep))
+    total = float(np.sum(a * _kept_sum(mask, qq)))
+    total += p * (p - 1) * float(np.sum(g.g_pos * _kept_sum(mask, m.cov_pos)))
+    total += (b - 1) * p * p * float(np.sum(g.g_indep * _kept_sum(mask, m.cov_indep)))
     return total
 
 
@@ -421,7 +433,7 @@ def conv_weight_grad(
     else:
         ag, source = _rank1(g.g_cls, G.class_weights(g.grid))
         source = source[None]
-    mk = mask.reshape(groups, cog, cig, geo.taps)
+    mk = (np.ones(w2.shape) if mask is None else mask).reshape(groups, cog, cig, geo.taps)
     qq = m.q_cls.reshape(groups, cig, -1)
     h = _tap_contract(source, counts)  # (C_out or 1, K, n_q): Σ_p src(p) [p + t has class b]
     nt = geo.tap_counts()
