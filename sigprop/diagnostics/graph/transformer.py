@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from sigprop.diagnostics.graph.translate import WeightRef, _NoRule, _np, _square, weight_arrays
+from sigprop.diagnostics.graph.translate import (
+    WeightRef,
+    _NoRule,
+    _np,
+    _square,
+    mask01,
+    weight_arrays,
+)
 from sigprop.nn.activation import theory_spec
 
 __all__ = ["attention_node", "transformer_nodes"]
@@ -25,7 +32,7 @@ def _j(prefix: str, name: str) -> str:
 
 def _w2(module, attr):
     w, mask, used = weight_arrays(module, attr)
-    return _square(w), None if mask is None else (_np(mask) != 0).astype(float), mask, used
+    return _square(w), None if mask is None else mask01(mask), mask, used
 
 
 def _mha(b, name: str, m: nn.MultiheadAttention, x: str) -> str:
