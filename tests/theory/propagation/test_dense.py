@@ -273,3 +273,34 @@ def test_linear_weight_grad_total_is_the_sum_of_the_per_weight_terms():
         per = linear_weight_grad(m, gx, w2, mask=mask, per_weight=True, batch_size=b)
         total = linear_weight_grad(m, gx, w2, mask=mask, batch_size=b)
         assert total == pytest.approx(float(per.sum()), rel=1e-12)
+
+
+def test_no_mask_is_the_kept_pattern_and_all_kept_needs_no_mask():
+    # mask=None reads w2 > 0 as the mask; with every weight kept the rules sum without one
+    # (no float64 mask is built): both must equal the explicit 0/1 mask to rounding
+    rng = np.random.default_rng(5)
+    m = elementwise(conv(Moments.gaussian_input((4, 5, 5), 0.9), rng.random((6, 4, 3, 3))), "relu")
+    for w2 in (rng.random((7, 6)) + 0.1, rng.random((7, 6)) * (rng.random((7, 6)) < 0.5)):
+        x = linear(m, w2)
+        gx = Grad(x.grid, rng.random((7, *x.q_cls.shape[1:])), rng.random(7), rng.random(7))
+        ones = (w2 > 0).astype(float)
+        for b in (1, 8):
+            for per_weight in (False, True):
+                np.testing.assert_allclose(
+                    linear_weight_grad(m, gx, w2, per_weight=per_weight, batch_size=b),
+                    linear_weight_grad(m, gx, w2, mask=ones, per_weight=per_weight, batch_size=b),
+                    rtol=1e-12,
+                )
+    for w2 in (
+        rng.random((3, 6, 3, 3)) + 0.1,
+        rng.random((3, 6, 3, 3)) * (rng.random((3, 6, 3, 3)) < 0.5),
+    ):
+        y = conv(m, w2, stride=2, padding=1)
+        g = Grad(y.grid, rng.random(y.q_cls.shape))
+        ones = (w2 > 0).astype(float)
+        for per_weight in (False, True):
+            np.testing.assert_allclose(
+                conv_weight_grad(m, g, w2, 2, 1, per_weight=per_weight),
+                conv_weight_grad(m, g, w2, 2, 1, mask=ones, per_weight=per_weight),
+                rtol=1e-12,
+            )
