@@ -96,3 +96,15 @@ def test_imports_run_downwards():
             if LAYERS.get(target, -1) > own:
                 upward.append(f"{rel}:{line} imports {module}")
     assert not upward, "imports that run upwards:\n" + "\n".join(upward)
+
+
+def test_no_module_is_over_500_lines():
+    # one idea per module (docs/architecture.md): a module past 500 lines is split along the
+    # concepts it holds
+    root = Path(sigprop.__file__).parent
+    long = {
+        str(p.relative_to(root)): n
+        for p in sorted(root.rglob("*.py"))
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500
+    }
+    assert not long, f"modules over 500 lines: {long}"
