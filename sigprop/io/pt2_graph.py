@@ -142,6 +142,14 @@ def _arg_name(arg: Any) -> str | None:
     return None
 
 
+def _size(s: Any) -> int | None:
+    """A serialized dimension: its int (bounded), or None when symbolic or malformed."""
+    v = s.get("as_int") if isinstance(s, dict) and len(s) == 1 else None
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= limits.MAX_DECLARED_ELEMENTS:
+        return v
+    return None
+
+
 def _op_name(target: str) -> str:
     parts = target.lstrip("#").split(".")
     if parts[:2] == ["torch", "ops"] and len(parts) >= 4:
@@ -246,6 +254,16 @@ def build_graph(doc: dict, tensors: dict, constants: dict) -> ExportedGraph:
     for spec in specs:
         if spec.arg.name not in values:
             define(ExportNode(spec.arg.name, "placeholder"))
+    shapes = graph.get("tensor_values")
+    for spec in specs:  # a user input's example shape (None for a symbolic dimension)
+        meta = shapes.get(spec.arg.name) if isinstance(shapes, dict) else None
+        sizes = meta.get("sizes") if isinstance(meta, dict) else None
+        if (
+            spec.kind == InputKind.USER_INPUT
+            and isinstance(sizes, list)
+            and len(sizes) <= limits.MAX_NDIM
+        ):
+            values[spec.arg.name].meta["shape"] = tuple(_size(s) for s in sizes)
 
     for raw in graph.get("nodes") or []:
         if not isinstance(raw, dict) or not isinstance(raw.get("target"), str):

@@ -89,9 +89,13 @@ def from_checkpoint(
 
         g, reason = map_export(ckpt.exported)
         if reason is None:
+            from sigprop.diagnostics.collapse.exact import with_masks
+            from sigprop.diagnostics.collapse.exact_export import export_effective_masks
             from sigprop.diagnostics.collapse.verdict import with_structure
 
             report = analyse(g, [layer for layer, _, _ in g.layers], "export", notes, progress)
+            masks, why, shape = export_effective_masks(ckpt.exported, input_shape)
+            report = with_masks(report, masks, why, shape)
             return with_structure(report, g, None, ckpt.tensors)
         notes.append(f"could not map the exported graph ({reason}); used the layer chain")
     if getattr(ckpt, "module", None) is not None:

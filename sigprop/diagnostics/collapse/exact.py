@@ -45,7 +45,15 @@ from sigprop.diagnostics.collapse.ops import Unmappable
 from sigprop.diagnostics.collapse.report import CollapseReport
 from sigprop.nn.kinds import WEIGHT_KINDS, is_dct_layer
 
-__all__ = ["FLOAT64_BYTES", "effective_masks", "with_exact"]
+__all__ = [
+    "FLOAT64_BYTES",
+    "averaged",
+    "binarise",
+    "counting_dtype",
+    "effective_masks",
+    "with_exact",
+    "with_masks",
+]
 
 #: Memory for the 0/1 weight copies and their gradients up to which float64 is used.
 FLOAT64_BYTES = 1 << 29
@@ -67,18 +75,6 @@ class _Binarise(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         return (g > ctx.t).to(g.dtype), None
-
-
-def _b(x: torch.Tensor, t: float = 0.5) -> torch.Tensor:
-    """Binarise an integer count (threshold 0.5: robust to a convolution's rounding)."""
-    return _Binarise.apply(x, t)
-
-
-def _averaged(fn, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    """An averaging pool of a 0/1 map, binarised both ways at 0: the average is positive iff
-    a position of the window is 1 (a positive rational, never rounded to 0), and the
-    gradient the pool spreads as ``g / window`` is made 0/1 again before it flows on."""
-    return _b(fn(_b(x, 0.0), *args, **kwargs), 0.0)
 
 
 def _conv(x, kept, module) -> torch.Tensor:
@@ -112,24 +108,64 @@ def _pool(node, module, x) -> torch.Tensor:
         dilation = vals.get("dilation", 1)
     if dilation not in (1, (1,), (1, 1), (1, 1, 1)):
         raise Unmappable("dilated pooling")
-    fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[x.ndim - 3]
-    return _averaged(fn, x, kernel, stride, padding, ceil_mode=ceil, count_include_pad=True)
+    return window_or(x, kernel, stride, padding, ceil)
 
 
 def _adaptive(node, module, x) -> torch.Tensor:
     size = module.output_size if module is not None else (list(node.attrs["args"]) or [None])[0]
+    return adaptive_or(x, size)
+
+
+def window_or(x: torch.Tensor, kernel, stride, padding, ceil_mode: bool) -> torch.Tensor:
+    """A pooling window's OR of a 0/1 map (max and average pooling alike, module doc)."""
+    fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[x.ndim - 3]
+    return averaged(fn, x, kernel, stride, padding, ceil_mode=ceil_mode, count_include_pad=True)
+
+
+def adaptive_or(x: torch.Tensor, size) -> torch.Tensor:
+    """An adaptive pool's window OR of a 0/1 map."""
     fn = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[x.ndim - 3]
-    return _averaged(fn, x, size)
+    return averaged(fn, x, size)
 
 
-def _gamma(x, module, channel_dim: int) -> torch.Tensor:
-    gamma = getattr(module, "weight", None) if module is not None else None
+def scale_cut(x: torch.Tensor, gamma: Any, channel_dim: int) -> torch.Tensor:
+    """``x`` with the units of a normalisation whose scale ``gamma`` is 0 cut (``gamma`` on
+    the channel axis 1, or on the trailing axes for ``channel_dim = -1``; not a tensor:
+    nothing cut)."""
     if not isinstance(gamma, torch.Tensor):
         return x
     keep = (gamma.detach() != 0).to(x.dtype)
     if channel_dim == 1:
         keep = keep.reshape(1, -1, *[1] * (x.ndim - 2))
     return x * keep
+
+
+def norm_mix(x: torch.Tensor, n_last: int) -> torch.Tensor:
+    """Layer norm over the last ``n_last`` axes connects every unit it normalises."""
+    dims = tuple(range(x.ndim - n_last, x.ndim))
+    return binarise(x.sum(dims, keepdim=True).expand_as(x))
+
+
+def group_mix(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Group norm connects every unit of a channel group."""
+    grouped = x.reshape(x.shape[0], groups, -1)
+    return binarise(grouped.sum(-1, keepdim=True).expand_as(grouped)).reshape(x.shape)
+
+
+def path_or(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """A sum or product of 0/1 tensors: the OR of their paths (sum, then binarise)."""
+    if len(tensors) == 1:
+        return tensors[0]
+    total = tensors[0]
+    for t in tensors[1:]:
+        total = total + t
+    return binarise(total)
+
+
+def _gamma(x, module, channel_dim: int) -> torch.Tensor:
+    return scale_cut(
+        x, getattr(module, "weight", None) if module is not None else None, channel_dim
+    )
 
 
 def _node_value(node, module, args, env, kept_of) -> Any:
@@ -139,21 +175,16 @@ def _node_value(node, module, args, env, kept_of) -> Any:
             raise Unmappable(f"{node.module}: the DCT offset of a DCT-plus-sparse layer")
         (x,) = args
         k = kept_of(node.module, module)
-        return _b(F.linear(x, k) if k.ndim == 2 else _conv(x, k, module))
+        return binarise(F.linear(x, k) if k.ndim == 2 else _conv(x, k, module))
     if kind in _IDENTITY_KINDS:
         return args[0]
     if kind == "batchnorm":
         return _gamma(args[0], module, 1)
     if kind == "layernorm":
-        x = args[0]
         n = len(module.normalized_shape) if module is not None else 1
-        dims = tuple(range(x.ndim - n, x.ndim))
-        return _gamma(_b(x.sum(dims, keepdim=True).expand_as(x)), module, -1)
+        return _gamma(norm_mix(args[0], n), module, -1)
     if kind == "groupnorm" and module is not None:
-        x = args[0]
-        grouped = x.reshape(x.shape[0], module.num_groups, -1)
-        mixed = _b(grouped.sum(-1, keepdim=True).expand_as(grouped)).reshape(x.shape)
-        return _gamma(mixed, module, 1)
+        return _gamma(group_mix(args[0], module.num_groups), module, 1)
     if kind in ("maxpool", "avgpool"):
         return _pool(node, module, args[0])
     if kind in ("adaptive_avgpool", "adaptive_maxpool"):
@@ -163,18 +194,30 @@ def _node_value(node, module, args, env, kept_of) -> Any:
         kw = dict(node.attrs.get("kwargs", {}))
         dims = kw.get("dim", a[0] if a else None)
         keep = kw.get("keepdim", a[1] if len(a) > 1 else False)
-        return _b(args[0].sum(dims, keepdim=keep))
+        return binarise(args[0].sum(dims, keepdim=keep))
     if kind in ("add", "mul"):
-        tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        if len(tensors) == 1:
-            return tensors[0]
-        total = tensors[0]
-        for t in tensors[1:]:
-            total = total + t  # OR of the paths: sum then binarise
-        return _b(total)
+        return path_or([a for a in args if isinstance(a, torch.Tensor)])
     if kind in _LAYOUT_KINDS:
         return None  # run the node itself on the 0/1 tensors
     raise Unmappable(f"{node.name} ({node.attrs.get('reason', kind)})")
+
+
+def counting_dtype(numel: int) -> torch.dtype:
+    """float64 unless the 0/1 copies of ``numel`` weights and their gradients would exceed
+    :data:`FLOAT64_BYTES`, then float32 (the counts are exact in both, module doc)."""
+    return torch.float64 if 16 * numel <= FLOAT64_BYTES else torch.float32
+
+
+def binarise(x: torch.Tensor, t: float = 0.5) -> torch.Tensor:
+    """Binarise an integer count (threshold 0.5: robust to a convolution's rounding)."""
+    return _Binarise.apply(x, t)
+
+
+def averaged(fn, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """An averaging pool of a 0/1 map, binarised both ways at 0: the average is positive iff
+    a position of the window is 1 (a positive rational, never rounded to 0), and the
+    gradient the pool spreads as ``g / window`` is made 0/1 again before it flows on."""
+    return binarise(fn(binarise(x, 0.0), *args, **kwargs), 0.0)
 
 
 def effective_masks(captured: Any) -> tuple[dict[str, torch.Tensor] | None, str | None]:
@@ -187,7 +230,7 @@ def effective_masks(captured: Any) -> tuple[dict[str, torch.Tensor] | None, str 
         module_layer(n.module, model.get_submodule(n.module)).weight.numel()
         for n in captured.weight_nodes()
     )
-    dtype = torch.float64 if 16 * numel <= FLOAT64_BYTES else torch.float32
+    dtype = counting_dtype(numel)
 
     def kept_of(name: str, module: nn.Module) -> torch.Tensor:
         if name not in kept:
@@ -277,6 +320,15 @@ def with_exact(report: CollapseReport, captured: Any) -> CollapseReport:
     """The report with per-layer ``effective_kept`` the exact count (module doc), the
     channel-level count kept as ``channel_effective_kept``."""
     masks, reason = effective_masks(captured)
+    return with_masks(report, masks, reason, captured.input_shape)
+
+
+def with_masks(
+    report: CollapseReport, masks: dict | None, reason: str | None, input_shape: Any
+) -> CollapseReport:
+    """:func:`with_exact` from effective-weight masks by layer name computed for one input
+    shape (``None`` with the ``reason`` they could not be: the channel-level count stays,
+    as a lower bound)."""
     if masks is None:
         return report.with_notes(reason, "effective sparsity at channel level (a lower bound)")
     layers = []
@@ -309,5 +361,5 @@ def with_exact(report: CollapseReport, captured: Any) -> CollapseReport:
         connected=bool(report.connected) and eff_total > 0,
         effective_exact=True,
         channel_effective_kept=report.effective_kept,
-        input_shape=tuple(captured.input_shape),
+        input_shape=tuple(input_shape),
     )

@@ -16,7 +16,7 @@ from sigprop.diagnostics.collapse.ops import (
 )
 from sigprop.validate import InvalidInput
 
-__all__ = ["export_graph", "map_export"]
+__all__ = ["LAYER_OPS", "ParameterLeaves", "export_graph", "map_export"]
 
 
 class _Walker:
@@ -86,36 +86,78 @@ def export_graph(program: Any, notes: list[str] | None = None) -> ConnectivityGr
     return g
 
 
+class ParameterLeaves:
+    """The parameter tensors behind the values of an export graph: a parameter or buffer
+    placeholder is a leaf ``(name, tensor)``; parameter-only arithmetic (``weight * mask``,
+    dtype casts and copies) derives the leaves it combines. A weight layer's weight
+    argument must resolve to a parameter, or a parameter times a mask buffer."""
+
+    def __init__(self, program: Any) -> None:
+        from torch.export.graph_signature import InputKind
+
+        self._user = InputKind.USER_INPUT
+        self.specs = {spec.arg.name: spec for spec in program.graph_signature.input_specs}
+        self.tensors = dict(program.state_dict)
+        self.tensors.update(getattr(program, "constants", {}) or {})
+        self._values: dict[Any, Any] = {}  # node -> (tensor name, tensor)
+        self._derived: dict[Any, list] = {}  # node -> leaves of a parameter-only product
+
+    def placeholder(self, node: Any) -> str:
+        """``"input"`` (a user input), ``"tensor"`` (a parameter, buffer or constant, now a
+        leaf) or ``"other"``."""
+        spec = self.specs.get(node.name)
+        if spec is not None and spec.kind == self._user:
+            return "input"
+        if spec is not None and spec.target in self.tensors:
+            self._values[node] = (spec.target, self.tensors[spec.target])
+            return "tensor"
+        return "other"
+
+    def of(self, node: Any) -> list | None:
+        """The leaves ``node`` is computed from, or None (not parameter-only)."""
+        if _hashable(node) and node in self._values:
+            return [self._values[node]]
+        return self._derived.get(node) if _hashable(node) else None
+
+    def tensor(self, node: Any) -> Any:
+        """The tensor of a parameter placeholder (a BatchNorm scale), or None."""
+        leaves = self.of(node)
+        return leaves[0][1] if leaves and len(leaves) == 1 else None
+
+    def derive(self, node: Any, name: str, args: Sequence[Any]) -> None:
+        """Record the node of parameter-only arithmetic ``name(args)``."""
+        if name in ("mul", "to", "_to_copy", "clone", "detach", "alias", "contiguous"):
+            self._derived[node] = [x for a in args if self.of(a) for x in self.of(a)]
+
+    def layer(self, node: Any, name: str, args: Sequence[Any]) -> WeightLayer:
+        """The :class:`WeightLayer` of an ``aten.linear``/``conv*``/``convolution`` node."""
+        if name == "convolution" and len(args) > 6 and args[6]:
+            raise Unmappable(f"{node}: transposed convolutions are not supported")
+        groups = 1
+        if name == "convolution" and len(args) > 8:
+            groups = int(args[8])
+        elif name.startswith("conv") and len(args) > 6:
+            groups = int(args[6])
+        parts = self.of(args[1])
+        if not parts:
+            raise Unmappable(f"{node}: weight is not a parameter or a masked parameter")
+        return _export_layer(parts, groups)
+
+
+#: the weight layers of an export graph
+LAYER_OPS = frozenset(("linear", "conv1d", "conv2d", "conv3d", "convolution"))
+
+
 def map_export(program: Any) -> tuple[ConnectivityGraph, str | None]:
     """The graph of ``program`` and ``None``, or a partial graph and why it cannot be
     mapped (no exception: the caller decides what to fall back to)."""
-    from torch.export.graph_signature import InputKind
-
-    sig = program.graph_signature
-    kinds = {spec.arg.name: spec for spec in sig.input_specs}
-    tensors = dict(program.state_dict)
-    tensors.update(getattr(program, "constants", {}) or {})
     g = ConnectivityGraph(lenient=True)
     walker = _Walker(g)
-    values: dict[Any, Any] = {}  # node -> (tensor name, tensor) for parameter/buffer leaves
-    derived: dict[Any, list] = {}  # node -> leaves of a parameter-only product
-
-    def leaves(node: Any) -> list | None:
-        if node in values:
-            return [values[node]]
-        return derived.get(node)
-
+    params = ParameterLeaves(program)
     try:
         for node in program.graph.nodes:
             if node.op == "placeholder":
-                spec = kinds.get(node.name)
-                if spec is not None and spec.kind == InputKind.USER_INPUT:
-                    walker.sites[node] = g.input()
-                elif spec is not None and spec.target in tensors:
-                    values[node] = (spec.target, tensors[spec.target])
-                    walker.sites[node] = None
-                else:
-                    walker.sites[node] = None
+                walker.sites[node] = g.input() if params.placeholder(node) == "input" else None
                 continue
             if node.op == "output":
                 outs = walker.tensor_args(node.args)
@@ -128,29 +170,19 @@ def map_export(program: Any) -> tuple[ConnectivityGraph, str | None]:
                 raise Unmappable(f"node {node} ({node.op}) cannot be mapped")
             name = op_name(node.target)
             args = list(node.args)
-            if name in ("linear", "conv1d", "conv2d", "conv3d", "convolution"):
-                if name == "convolution" and len(args) > 6 and args[6]:
-                    raise Unmappable(f"{node}: transposed convolutions are not supported")
-                groups = 1
-                if name == "convolution" and len(args) > 8:
-                    groups = int(args[8])
-                elif name.startswith("conv") and len(args) > 6:
-                    groups = int(args[6])
+            if name in LAYER_OPS:
+                layer = params.layer(node, name, args)
                 src = walker.site_of(args[0])
-                parts = leaves(args[1])
-                if src is None or not parts:
+                if src is None:
                     raise Unmappable(f"{node}: weight is not a parameter or a masked parameter")
-                walker.sites[node] = g.layer(_export_layer(parts, groups), src)
+                walker.sites[node] = g.layer(layer, src)
                 continue
             if name == "_assert_tensor_metadata":
                 walker.sites[node] = None
                 continue
             tensor_sites = walker.tensor_args(args + list(node.kwargs.values()))
             if not tensor_sites:
-                # parameter-only arithmetic: keep track of products (weight * mask)
-                sub = [leaves(a) for a in args if leaves(a)]
-                if name in ("mul", "to", "_to_copy", "clone", "detach", "alias", "contiguous"):
-                    derived[node] = [x for part in sub for x in part]
+                params.derive(node, name, args)
                 walker.sites[node] = None
                 continue
             site = walker.generic(node, name, args, dict(node.kwargs))
