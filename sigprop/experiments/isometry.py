@@ -18,7 +18,6 @@ The gradient is written out by hand: with A = W Wᵀ − g² I,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from sigprop._json import to_jsonable
-from sigprop.validate import InvalidInput
+from sigprop.validate import InvalidInput, positive_float
 
 __all__ = ["IsometryResult", "approximate_isometry_", "isometry_penalty"]
 
@@ -104,7 +103,7 @@ def isometry_penalty(model: nn.Module, gain: float = 1.0) -> dict[str, float]:
     ``C`` is the layer's ``weight_mask`` (all ones for unmasked layers); zero for an
     orthogonal square layer with ``gain`` g, unpruned.
     """
-    gain = _check_positive("gain", gain)
+    gain = positive_float(gain, "gain")
     out = {}
     for name, module in _weight_layers(model):
         w = module.weight.detach().to(torch.float64).flatten(1)
@@ -113,15 +112,6 @@ def isometry_penalty(model: nn.Module, gain: float = 1.0) -> dict[str, float]:
             w = w * mask.to(torch.float64).flatten(1)
         out[f"{name}.weight" if name else "weight"] = float(_penalty(w, gain)[1])
     return out
-
-
-def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidInput(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidInput(f"{name} must be finite and > 0, got {value}")
-    return value
 
 
 @torch.no_grad()
@@ -151,8 +141,8 @@ def approximate_isometry_(
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise InvalidInput(f"steps must be an integer >= 0, got {steps!r}")
-    lr = _check_positive("lr", lr)
-    gain = _check_positive("gain", gain)
+    lr = positive_float(lr, "lr")
+    gain = positive_float(gain, "gain")
     layers = _weight_layers(model)
     names, before, after = [], [], []
     for name, module in tqdm(layers, desc="isometry", disable=not progress, leave=False):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -276,9 +277,8 @@ class MaskedLinear(MaskedMixin, nn.Linear):
     ) -> None:
         density = check_density(density)
         generator = as_generator(generator)
-        self.__dict__["_init_generator"] = generator
-        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        del self.__dict__["_init_generator"]
+        with _drawing_from(self, generator):
+            super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self._init_mask(density, generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -330,21 +330,20 @@ class _MaskedConvNd(MaskedMixin):
     ) -> None:
         density = check_density(density)
         generator = as_generator(generator)
-        self.__dict__["_init_generator"] = generator
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            bias=bias,
-            padding_mode=padding_mode,
-            device=device,
-            dtype=dtype,
-        )
-        del self.__dict__["_init_generator"]
+        with _drawing_from(self, generator):
+            super().__init__(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                bias=bias,
+                padding_mode=padding_mode,
+                device=device,
+                dtype=dtype,
+            )
         self._init_mask(density, generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -387,6 +386,17 @@ class MaskedConv2d(_MaskedConvNd, nn.Conv2d):
 class MaskedConv1d(_MaskedConvNd, nn.Conv1d):
     """``nn.Conv1d`` with a fixed-support ``weight_mask`` (for the mnist1d convnet); see
     :class:`MaskedConv2d`."""
+
+
+@contextmanager
+def _drawing_from(module: nn.Module, generator: torch.Generator | None):
+    """While the host class's constructor runs, its ``reset_parameters`` (torch calls it
+    with no argument) draws from ``generator`` (read by :func:`_default_reset`)."""
+    module.__dict__["_init_generator"] = generator
+    try:
+        yield
+    finally:
+        module.__dict__.pop("_init_generator", None)
 
 
 def _default_reset(module: nn.Module, generator: torch.Generator | None) -> None:

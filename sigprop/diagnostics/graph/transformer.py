@@ -35,6 +35,26 @@ def _w2(module, attr):
     return _square(w), None if mask is None else mask01(mask), mask, used
 
 
+def _params(source_in, proj_out, heads, dropout, training):
+    """The attention op's parameters from the input projection ``(module, weight attribute,
+    bias)`` and the output projection; with the raw masks and weight attributes of both."""
+    module_in, attr, bias_in = source_in
+    w2_in, mask_in, raw_in, used_in = _w2(module_in, attr)
+    w2_out, mask_out, raw_out, used_out = _w2(proj_out, "weight")
+    prm = {
+        "heads": int(heads),
+        "w2_in": w2_in,
+        "w2_out": w2_out,
+        "dropout": float(dropout),
+        "training": bool(training),
+    }
+    optional = {"b_in": bias_in, "b_out": proj_out.bias, "mask_in": mask_in, "mask_out": mask_out}
+    for key, value in optional.items():
+        if value is not None:
+            prm[key] = _np(value) if key.startswith("b_") else value
+    return prm, (raw_in, used_in), (raw_out, used_out)
+
+
 def _mha(b, name: str, m: nn.MultiheadAttention, x: str) -> str:
     if not m.batch_first:
         raise _NoRule("MultiheadAttention with batch_first=False (sequence-first tensors)")
@@ -42,23 +62,9 @@ def _mha(b, name: str, m: nn.MultiheadAttention, x: str) -> str:
         raise _NoRule("MultiheadAttention with separate q/k/v weights, bias_k or zero attn")
     if b.layout[x] != "tok":
         raise _NoRule("attention over a tensor that is not (batch, tokens, features)")
-    w2_in, mask_in, raw_in, attr_in = _w2(m, "in_proj_weight")
-    w2_out, mask_out, raw_out, attr_out = _w2(m.out_proj, "weight")
-    prm = {
-        "heads": int(m.num_heads),
-        "w2_in": w2_in,
-        "w2_out": w2_out,
-        "dropout": float(m.dropout),
-        "training": bool(m.training),
-    }
-    if m.in_proj_bias is not None:
-        prm["b_in"] = _np(m.in_proj_bias)
-    if m.out_proj.bias is not None:
-        prm["b_out"] = _np(m.out_proj.bias)
-    if mask_in is not None:
-        prm["mask_in"] = mask_in
-    if mask_out is not None:
-        prm["mask_out"] = mask_out
+    prm, (raw_in, attr_in), (raw_out, attr_out) = _params(
+        (m, "in_proj_weight", m.in_proj_bias), m.out_proj, m.num_heads, m.dropout, m.training
+    )
     tn = b.emit(name, "attention", [x], prm)
     b.weights[name] = WeightRef(name, attr_in, raw_in, tn, "in_proj")
     b.weights[_j(name, "out_proj")] = WeightRef(
@@ -77,24 +83,14 @@ def _timm(b, name: str, m, x: str) -> str:
         raise _NoRule(f"attention temperature {m.scale} is not 1/sqrt(head_dim)")
     if b.layout[x] != "tok":
         raise _NoRule("attention over a tensor that is not (batch, tokens, features)")
-    w2_in, mask_in, raw_in, attr_in = _w2(m.qkv, "weight")
-    w2_out, mask_out, raw_out, attr_out = _w2(m.proj, "weight")
     drop = getattr(m, "attn_drop", None)
-    prm = {
-        "heads": int(m.num_heads),
-        "w2_in": w2_in,
-        "w2_out": w2_out,
-        "dropout": float(drop.p) if drop is not None else 0.0,
-        "training": bool(m.training),
-    }
-    if m.qkv.bias is not None:
-        prm["b_in"] = _np(m.qkv.bias)
-    if m.proj.bias is not None:
-        prm["b_out"] = _np(m.proj.bias)
-    if mask_in is not None:
-        prm["mask_in"] = mask_in
-    if mask_out is not None:
-        prm["mask_out"] = mask_out
+    prm, (raw_in, attr_in), (raw_out, attr_out) = _params(
+        (m.qkv, "weight", m.qkv.bias),
+        m.proj,
+        m.num_heads,
+        drop.p if drop is not None else 0.0,
+        m.training,
+    )
     tn = b.emit(_j(name, "proj"), "attention", [x], prm)
     b.weights[_j(name, "qkv")] = WeightRef(_j(name, "qkv"), attr_in, raw_in, tn, "in_proj")
     b.weights[_j(name, "proj")] = WeightRef(_j(name, "proj"), attr_out, raw_out, tn, "out_proj")

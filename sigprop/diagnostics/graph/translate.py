@@ -203,6 +203,16 @@ def _int_list(v):
     return [int(a) for a in np.atleast_1d(v)]
 
 
+def _window(m) -> dict:
+    """A pooling module's window: kernel, stride (the kernel when None), padding, ceil mode."""
+    return {
+        "kernel": _int_list(m.kernel_size),
+        "stride": _int_list(m.stride if m.stride is not None else m.kernel_size),
+        "padding": _int_list(m.padding),
+        "ceil_mode": bool(m.ceil_mode),
+    }
+
+
 def translate(cg: CapturedGraph) -> Translation:
     """The :class:`Translation` of ``cg`` (module doc)."""
     from sigprop.diagnostics.graph.blocks import residual_blocks
@@ -346,13 +356,7 @@ def _one(b: _Builder, node: GraphNode, m, base: str, ins, lay: str) -> str:
     if k == "maxpool":
         if m is None or getattr(m, "return_indices", False) or lay != "cf":
             raise _NoRule("functional max-pool or one returning indices")
-        prm = {
-            "kernel": _int_list(m.kernel_size),
-            "stride": _int_list(m.stride if m.stride is not None else m.kernel_size),
-            "padding": _int_list(m.padding),
-            "dilation": _int_list(m.dilation),
-            "ceil_mode": bool(m.ceil_mode),
-        }
+        prm = {**_window(m), "dilation": _int_list(m.dilation)}
         src = b.op_of(x)
         spec = src.params.get("activation") if src.op == "elementwise" else None
         if isinstance(spec, str) and spec.split(":")[0] in _MONOTONE:
@@ -362,13 +366,7 @@ def _one(b: _Builder, node: GraphNode, m, base: str, ins, lay: str) -> str:
     if k == "avgpool":
         if m is None or getattr(m, "divisor_override", None) or lay != "cf":
             raise _NoRule("functional average pool or divisor_override")
-        prm = {
-            "kernel": _int_list(m.kernel_size),
-            "stride": _int_list(m.stride if m.stride is not None else m.kernel_size),
-            "padding": _int_list(m.padding),
-            "ceil_mode": bool(m.ceil_mode),
-            "count_include_pad": bool(m.count_include_pad),
-        }
+        prm = {**_window(m), "count_include_pad": bool(m.count_include_pad)}
         return b.emit(base, "avg_pool", [x], prm)
     if k == "adaptive_avgpool":
         size = m.output_size if m is not None else a["kwargs"].get("output_size", a["args"][0])

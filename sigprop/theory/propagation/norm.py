@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from sigprop.theory.propagation import grid as G
-from sigprop.theory.propagation.pointwise import affine, affine_backward
+from sigprop.theory.propagation.pointwise import affine, affine_backward, per_channel
 from sigprop.theory.propagation.records import (
     CROSS,
     Grad,
@@ -53,17 +53,6 @@ __all__ = [
     "groupnorm",
     "groupnorm_backward",
 ]
-
-
-def _vec(value, c: int, name: str, default: float) -> np.ndarray:
-    if value is None:
-        return np.full(c, default)
-    v = np.asarray(value, dtype=float)
-    if v.ndim == 0:
-        v = np.full(c, float(v))
-    if v.shape != (c,) or not np.all(np.isfinite(v)):
-        raise InvalidInput(f"{name} must be a finite array of shape ({c},)")
-    return v
 
 
 def _eps(eps) -> float:
@@ -113,7 +102,11 @@ def batchnorm_train(m: Moments, batch_size: int, gamma=None, beta=None, eps=1e-5
     """Train-mode BatchNorm with batch statistics over B samples × positions."""
     b, p, n, msq, d, v = _bn_stats(m, batch_size)
     c = m.channels
-    gamma, beta, eps = _vec(gamma, c, "gamma", 1.0), _vec(beta, c, "beta", 0.0), _eps(eps)
+    gamma, beta, eps = (
+        per_channel(gamma, c, "gamma", 1.0),
+        per_channel(beta, c, "beta", 0.0),
+        _eps(eps),
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(v + eps > 0, gamma * gamma / (v + eps), 0.0)
     nd = len(m.grid)
@@ -165,7 +158,7 @@ def batchnorm_train_backward(
     batch-mean part."""
     b, p, n, msq, d, v = _bn_stats(m, batch_size)
     c = m.channels
-    gamma, eps = _vec(gamma, c, "gamma", 1.0), _eps(eps)
+    gamma, eps = per_channel(gamma, c, "gamma", 1.0), _eps(eps)
     nd = len(m.grid)
     w = m.weights
     # Satterthwaite degrees of freedom of N σ² from the centred covariance's traces
@@ -192,8 +185,11 @@ def batchnorm_train_backward(
 
 
 def _eval_affine(c, gamma, beta, running_mean, running_var, eps):
-    gamma, beta = _vec(gamma, c, "gamma", 1.0), _vec(beta, c, "beta", 0.0)
-    rm, rv = _vec(running_mean, c, "running_mean", 0.0), _vec(running_var, c, "running_var", 1.0)
+    gamma, beta = per_channel(gamma, c, "gamma", 1.0), per_channel(beta, c, "beta", 0.0)
+    rm, rv = (
+        per_channel(running_mean, c, "running_mean", 0.0),
+        per_channel(running_var, c, "running_var", 1.0),
+    )
     if np.any(rv < 0):
         raise InvalidInput("running_var must be non-negative")
     eps = _eps(eps)
@@ -234,7 +230,11 @@ def _ln_stats(m: Moments):
 def layernorm(m: Moments, gamma=None, beta=None, eps=1e-5) -> Moments:
     """LayerNorm over the channel axis at each position (module doc)."""
     c = m.channels
-    gamma, beta, eps = _vec(gamma, c, "gamma", 1.0), _vec(beta, c, "beta", 0.0), _eps(eps)
+    gamma, beta, eps = (
+        per_channel(gamma, c, "gamma", 1.0),
+        per_channel(beta, c, "beta", 0.0),
+        _eps(eps),
+    )
     nd = len(m.grid)
     d, mt, vbar = _ln_stats(m)
     inv = _safe_inv(vbar + eps)
@@ -267,7 +267,7 @@ def _safe_inv(vbar):
 
 def layernorm_backward(m: Moments, g: Grad, gamma=None, beta=None, eps=1e-5) -> Grad:
     c = m.channels
-    gamma, eps = _vec(gamma, c, "gamma", 1.0), _eps(eps)
+    gamma, eps = per_channel(gamma, c, "gamma", 1.0), _eps(eps)
     nd = len(m.grid)
     d, _, vbar = _ln_stats(m)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -324,7 +324,11 @@ def groupnorm(m: Moments, groups: int, gamma=None, beta=None, eps=1e-5) -> Momen
     """GroupNorm: statistics over the channels of a group × all positions, per sample."""
     st = _gn_stats(m, groups)
     c = m.channels
-    gamma, beta, eps = _vec(gamma, c, "gamma", 1.0), _vec(beta, c, "beta", 0.0), _eps(eps)
+    gamma, beta, eps = (
+        per_channel(gamma, c, "gamma", 1.0),
+        per_channel(beta, c, "beta", 0.0),
+        _eps(eps),
+    )
     nd = len(m.grid)
     with np.errstate(divide="ignore"):
         inv = np.where(st["vg"] + eps > 0, 1.0 / np.sqrt(st["vg"] + eps), 0.0)
@@ -360,7 +364,7 @@ def groupnorm(m: Moments, groups: int, gamma=None, beta=None, eps=1e-5) -> Momen
 def groupnorm_backward(m: Moments, g: Grad, groups: int, gamma=None, beta=None, eps=1e-5) -> Grad:
     st = _gn_stats(m, groups)
     c = m.channels
-    gamma, eps = _vec(gamma, c, "gamma", 1.0), _eps(eps)
+    gamma, eps = per_channel(gamma, c, "gamma", 1.0), _eps(eps)
     nd = len(m.grid)
     d, vg, grp, n, ng = st["d"], st["vg"], st["grp"], st["n"], st["groups"]
     w = m.weights

@@ -32,6 +32,7 @@ __all__ = [
     "elementwise_backward",
     "affine",
     "affine_backward",
+    "per_channel",
     "scale",
     "dropout",
     "dropout_backward",
@@ -117,7 +118,11 @@ def elementwise_backward(m: Moments, g: Grad, activation) -> Grad:
 
 
 # ------------------------------------------------------------------------------ affine
-def _per_channel(value, c: int, name: str) -> np.ndarray:
+def per_channel(value, c: int, name: str, default: float | None = None) -> np.ndarray:
+    """``value`` as a finite per-channel array of shape ``(c,)`` (a scalar is broadcast;
+    ``None`` is ``default`` everywhere when one is given)."""
+    if value is None and default is not None:
+        return np.full(c, float(default))
     v = np.asarray(value, dtype=float)
     if v.ndim == 0:
         v = np.full(c, float(v))
@@ -128,8 +133,8 @@ def _per_channel(value, c: int, name: str) -> np.ndarray:
 
 def affine(m: Moments, scale=1.0, shift=0.0) -> Moments:
     """y = a·x + c per channel (deterministic a, c): exact."""
-    a = _per_channel(scale, m.channels, "scale")
-    c = _per_channel(shift, m.channels, "shift")
+    a = per_channel(scale, m.channels, "scale")
+    c = per_channel(shift, m.channels, "shift")
     sh = (-1,) + (1,) * len(m.grid)
     ab, cb = a.reshape(sh), c.reshape(sh)
     q = ab * ab * m.q_cls + 2 * ab * cb * m.mean_cls + cb * cb
@@ -143,7 +148,7 @@ def affine(m: Moments, scale=1.0, shift=0.0) -> Moments:
 
 
 def affine_backward(m: Moments, g: Grad, scale=1.0) -> Grad:
-    a = _per_channel(scale, m.channels, "scale")
+    a = per_channel(scale, m.channels, "scale")
     a2 = a * a
     return Grad(
         g.grid, g.g_cls * a2.reshape((-1,) + (1,) * len(g.grid)), g.g_pos * a2, g.g_indep * a2

@@ -149,11 +149,7 @@ class PiecewiseLinear:
 
     def cross(self, mu, v, rho) -> np.ndarray:
         """E[φ(X)φ(Y)] for X, Y ~ N(μ, v) with correlation ρ, elementwise."""
-        mu, v, rho = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (mu, v, rho)))
-        s = np.sqrt(np.maximum(v, 0.0))
-        det = s <= 1e-12 * np.abs(mu)  # relative: the rules are scale-free
-        ss = np.where(det, 1.0, s)
-        rho = np.clip(rho, -_RHO_MAX, _RHO_MAX)
+        mu, rho, ss, det = _pair_inputs(mu, v, rho)
         r = np.sqrt(1.0 - rho * rho)
         out = self.a0**2 + 2 * self.a0 * self.a1 * mu + self.a1**2 * (mu * mu + rho * ss * ss)
         hs, er, er2, pdf = [], [], [], []
@@ -190,13 +186,19 @@ class PiecewiseLinear:
         return out
 
 
-def _dcross(self, mu, v, rho) -> np.ndarray:
-    """E[φ′(X)φ′(Y)] for X, Y ~ N(μ, v) with correlation ρ: orthant probabilities."""
+def _pair_inputs(mu, v, rho):
+    """Broadcast (μ, v, ρ); ρ clipped inside (−1, 1); the standard deviation (1 where the
+    input is deterministic, |σ| ≤ 10⁻¹²|μ|: relative, the rules are scale-free) and that
+    deterministic mask."""
     mu, v, rho = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (mu, v, rho)))
     s = np.sqrt(np.maximum(v, 0.0))
-    det = s <= 1e-12 * np.abs(mu)  # relative: the rules are scale-free
-    ss = np.where(det, 1.0, s)
-    rho = np.clip(rho, -_RHO_MAX, _RHO_MAX)
+    det = s <= 1e-12 * np.abs(mu)
+    return mu, np.clip(rho, -_RHO_MAX, _RHO_MAX), np.where(det, 1.0, s), det
+
+
+def _dcross(self, mu, v, rho) -> np.ndarray:
+    """E[φ′(X)φ′(Y)] for X, Y ~ N(μ, v) with correlation ρ: orthant probabilities."""
+    mu, rho, ss, det = _pair_inputs(mu, v, rho)
     hs = [(b - mu) / ss for b in self.knots]
     out = np.full(mu.shape, self.a1**2)
     for k, c in enumerate(self.jumps):
