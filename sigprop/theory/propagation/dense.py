@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from sigprop.theory.propagation import grid as G
-from sigprop.theory.propagation.records import CROSS, Grad, Moments, pair_models
+from sigprop.theory.propagation.records import Grad, Moments, pair_models
 from sigprop.validate import InvalidInput, nonneg_array, positive_int
 
 __all__ = [
@@ -129,7 +129,7 @@ def linear(m: Moments, w2, b2=None, b=None) -> Moments:
     b2, b = _bias(c_out, b2, b)
     n = m.q_cls.shape[1:]
     q = (w2 @ m.q_cls.reshape(c_in, -1)).reshape((c_out,) + n) + b2.reshape((-1,) + (1,) * len(n))
-    cross = {k: (None if getattr(m, k) is None else w2 @ getattr(m, k) + b2) for k in CROSS}
+    cross = m.map_cross(lambda k, v: w2 @ v + b2)
     mean = np.broadcast_to(b.reshape((-1,) + (1,) * len(n)), q.shape)
     return Moments(m.grid, q, mean, **cross)
 
@@ -325,11 +325,8 @@ def _conv_cross(m: Moments, geo: _Geometry, wk: np.ndarray, groups: int, b2) -> 
     s_mu, s_sig, s_mumu, s_sigsig = (sums[i * c_in : (i + 1) * c_in] for i in range(4))
     c_out, cig, kk = wk.shape
     w = wk.reshape(groups, c_out // groups, cig, kk)
-    out = {}
-    for k in CROSS:
-        if getattr(m, k) is None:
-            out[k] = None
-            continue
+
+    def term(k, _):
         r = rhos[k][:, None]
         if k == "cov_pair":
             t_x = (s_mumu + r * s_sigsig) / p
@@ -339,8 +336,9 @@ def _conv_cross(m: Moments, geo: _Geometry, wk: np.ndarray, groups: int, b2) -> 
             t_x = (s_mu * s_mu - s_mumu + r * (s_sig * s_sig - s_sigsig)) / (p * (p - 1))
         else:
             t_x = s_mu * s_mu + r * s_sig * s_sig
-        out[k] = np.einsum("gocK,gcK->go", w, t_x.reshape(groups, cig, kk)).reshape(c_out) + b2
-    return out
+        return np.einsum("gocK,gcK->go", w, t_x.reshape(groups, cig, kk)).reshape(c_out) + b2
+
+    return m.map_cross(term)
 
 
 def _tap_sums(wk: np.ndarray, groups: int, a: np.ndarray) -> np.ndarray:

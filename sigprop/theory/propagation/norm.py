@@ -34,7 +34,6 @@ import numpy as np
 from sigprop.theory.propagation import grid as G
 from sigprop.theory.propagation.pointwise import affine, affine_backward, per_channel
 from sigprop.theory.propagation.records import (
-    CROSS,
     Grad,
     Moments,
     pair_average,
@@ -112,10 +111,7 @@ def batchnorm_train(m: Moments, batch_size: int, gamma=None, beta=None, eps=1e-5
     nd = len(m.grid)
     q = _bc(scale, nd) * d + _bc(beta * beta, nd)
     mean = np.broadcast_to(_bc(beta, nd), q.shape)
-    cross = {}
-    for k in CROSS:
-        val = getattr(m, k)
-        cross[k] = None if val is None else scale * (val - msq) + beta * beta
+    cross = m.map_cross(lambda k, val: scale * (val - msq) + beta * beta)
     return Moments(m.grid, q, mean, **cross)
 
 
@@ -246,17 +242,15 @@ def layernorm(m: Moments, gamma=None, beta=None, eps=1e-5) -> Moments:
     sbar = float(np.sum(mu_c))
     ones = np.ones((1,) + q.shape[1:])
     u1c = m.channel_average(u1)
-    cross = {}
-    for k in CROSS:
-        val = getattr(m, k)
-        if val is None:
-            cross[k] = None
-            continue
+
+    def term(k, val):
         row = (val + mu_c * (sbar - mu_c)) / c
         emm = (np.sum(val) + sbar * sbar - np.sum(mu_c * mu_c)) / (c * c)
         cent = val - 2.0 * row + emm
         w2 = pair_average(k, inv * ones, inv * ones, m.grid)
-        cross[k] = gamma * gamma * cent * w2 + 2 * gamma * beta * u1c + beta * beta
+        return gamma * gamma * cent * w2 + 2 * gamma * beta * u1c + beta * beta
+
+    cross = m.map_cross(term)
     return Moments(m.grid, np.maximum(q, 0.0), mean, **cross)
 
 
@@ -340,25 +334,21 @@ def groupnorm(m: Moments, groups: int, gamma=None, beta=None, eps=1e-5) -> Momen
     u1c = m.channel_average(u1)
     p, n, grp, mu_c, sg = st["p"], st["n"], st["grp"], st["mu_c"], st["sg"]
     other = p * mu_c * (sg - mu_c)
-    cross = {}
-    for k in CROSS:
-        val = getattr(m, k)
-        if val is None:
-            cross[k] = None
-            continue
+
+    def term(k, val):
         if k == "cov_pos":  # same set: the same statistics at both ends
             cent = val - 2.0 * m.channel_average(st["exm"]) + st["emm"]
         else:
             if k == "cov_indep":
                 rowsum = p * val
             else:  # the pair: same position K_pair, other positions K_pair_pos
-                same = m.cov_pair
-                rowsum = same + (p - 1) * m.cov_pair_pos
+                rowsum = m.cov_pair + (p - 1) * m.cov_pair_pos
             xm = (rowsum + other) / n
             emm = np.bincount(grp, p * rowsum + p * other, st["groups"])[grp] / (n * n)
             cent = val - 2.0 * xm + emm
-        cross[k] = gamma * gamma * cent * inv * inv + 2 * gamma * beta * u1c + beta * beta
-    return Moments(m.grid, np.maximum(q, 0.0), mean, **cross)
+        return gamma * gamma * cent * inv * inv + 2 * gamma * beta * u1c + beta * beta
+
+    return Moments(m.grid, np.maximum(q, 0.0), mean, **m.map_cross(term))
 
 
 def groupnorm_backward(m: Moments, g: Grad, groups: int, gamma=None, beta=None, eps=1e-5) -> Grad:

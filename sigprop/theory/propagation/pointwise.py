@@ -140,10 +140,7 @@ def affine(m: Moments, scale=1.0, shift=0.0) -> Moments:
     q = ab * ab * m.q_cls + 2 * ab * cb * m.mean_cls + cb * cb
     mean = ab * m.mean_cls + cb
     mu_c = m.mean_channel()
-    cross = {
-        k: None if getattr(m, k) is None else a * a * getattr(m, k) + 2 * a * c * mu_c + c * c
-        for k in CROSS
-    }
+    cross = m.map_cross(lambda k, v: a * a * v + 2 * a * c * mu_c + c * c)
     return Moments(m.grid, np.maximum(q, 0.0), mean, **cross)
 
 
@@ -213,16 +210,14 @@ def add(records, scales=None) -> Moments:
     pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
     for i, j in pairs:
         q = q + s[i] * s[j] * mus[i] * mus[j]
-    cross = {}
-    for k in CROSS:
-        if getattr(records[0], k) is None:
-            cross[k] = None
-            continue
+
+    def term(k, _):
         val = sum(sk * sk * getattr(r, k) for sk, r in zip(s, records))
         for i, j in pairs:
             val = val + s[i] * s[j] * pair_average(k, mus[i], mus[j], grid)
-        cross[k] = val
-    return Moments(grid, np.maximum(q, 0.0), mean, **cross)
+        return val
+
+    return Moments(grid, np.maximum(q, 0.0), mean, **records[0].map_cross(term))
 
 
 def add_backward(records, g: Grad, scales=None) -> list[Grad]:
@@ -254,12 +249,7 @@ def cat(records, axis="channel") -> Moments:
         grid, maps = G.refine_grids([r.grid for r in records])
         q = np.concatenate([G.take(r.q_cls, mp) for r, mp in zip(records, maps)])
         mean = np.concatenate([G.take(r.mean_cls, mp) for r, mp in zip(records, maps)])
-        cross = {
-            k: None
-            if getattr(records[0], k) is None
-            else np.concatenate([getattr(r, k) for r in records])
-            for k in CROSS
-        }
+        cross = records[0].map_cross(lambda k, _: np.concatenate([getattr(r, k) for r in records]))
         return Moments(grid, q, mean, **cross)
     return _cat_positions(records, d)
 
@@ -288,24 +278,21 @@ def _cat_positions(records, d: int) -> Moments:
     sizes = np.array([float(r.positions) for r in records])
     p = float(np.sum(sizes))
     mus = np.stack([r.mean_channel() for r in records])  # (parts, C)
-    cross = {}
-    for k in CROSS:
-        if getattr(records[0], k) is None:
-            cross[k] = None
-            continue
+    between = np.einsum("i,j,ic,jc->c", sizes, sizes, mus, mus)
+    between -= np.einsum("i,ic->c", sizes * sizes, mus * mus)  # i ≠ j only
+
+    def term(k, _):
         own = np.stack([getattr(r, k) for r in records])
-        between = np.einsum("i,j,ic,jc->c", sizes, sizes, mus, mus)
-        between -= np.einsum("i,ic->c", sizes * sizes, mus * mus)  # i ≠ j only
         if k == "cov_pair":
-            cross[k] = np.einsum("i,ic->c", sizes, own) / p
-        elif k == "cov_indep":
-            cross[k] = (np.einsum("i,ic->c", sizes * sizes, own) + between) / (p * p)
-        elif p > 1:
+            return np.einsum("i,ic->c", sizes, own) / p
+        if k == "cov_indep":
+            return (np.einsum("i,ic->c", sizes * sizes, own) + between) / (p * p)
+        if p > 1:
             w = sizes * (sizes - 1)
-            cross[k] = (np.einsum("i,ic->c", w, own) + between) / (p * (p - 1))
-        else:
-            cross[k] = own[0]
-    return Moments(tuple(grid), q, mean, **cross)
+            return (np.einsum("i,ic->c", w, own) + between) / (p * (p - 1))
+        return own[0]
+
+    return Moments(tuple(grid), q, mean, **records[0].map_cross(term))
 
 
 def cat_backward(records, g: Grad, axis="channel") -> list[Grad]:
@@ -435,8 +422,7 @@ def flatten(m: Moments) -> Moments:
     p = m.positions
     q = m.q.reshape(-1)
     mean = m.mean.reshape(-1)
-    cross = {k: None if getattr(m, k) is None else np.repeat(getattr(m, k), p) for k in CROSS}
-    return Moments((), q, mean, **cross)
+    return Moments((), q, mean, **m.map_cross(lambda k, v: np.repeat(v, p)))
 
 
 def flatten_backward(m: Moments, g: Grad) -> Grad:

@@ -40,7 +40,7 @@ from scipy import special
 from sigprop.theory import gaussian
 from sigprop.theory.propagation import grid as G
 from sigprop.theory.propagation.pwl import bvn_upper
-from sigprop.theory.propagation.records import CROSS, Grad, Moments, pair_average, pair_models
+from sigprop.theory.propagation.records import Grad, Moments, pair_average, pair_models
 from sigprop.validate import InvalidInput
 
 __all__ = [
@@ -213,17 +213,13 @@ def _avg(m: Moments, win: _Windows) -> Moments:
         sb.append(np.bincount(ax.cls, b, ax.n))
     overlap_w = _outer(sa2) - _outer(sb)  # per input class Σ_j (A_j² − B_j)
     pairs = pout * (pout - 1) if pout > 1 else 1.0
-    cross = {}
-    for k in CROSS:
-        if getattr(m, k) is None:
-            cross[k] = None
-            continue
+
+    def term(k, _):
         _, _, r = models[k]
         if k == "cov_pair":  # same output position: the pair's own windows
             _, _, rpp = models["cov_pair_pos"]
             same = wsum(mu * mu + _bcast(r, nd) * sig * sig) + within(rpp)
-            cross[k] = _m_avg(same / d2, axes)
-            continue
+            return _m_avg(same / d2, axes)
         mean_w, sig_w = s_mu / dval, s_sig / dval
         val = pair_average(k, mean_w, mean_w, axes) + r * pair_average(k, sig_w, sig_w, axes)
         if k == "cov_pos":
@@ -231,8 +227,9 @@ def _avg(m: Moments, win: _Windows) -> Moments:
         elif k == "cov_pair_pos":
             _, _, rsame = models["cov_pair"]
             val = val + G.wsum(_bcast(rsame - r, nd) * sig * sig, overlap_w) / pairs
-        cross[k] = val
-    return Moments(axes, np.maximum(q, 0.0), mean, **cross)
+        return val
+
+    return Moments(axes, np.maximum(q, 0.0), mean, **m.map_cross(term))
 
 
 def _bcast(v: np.ndarray, nd: int) -> np.ndarray:
@@ -360,11 +357,8 @@ def max_pool(m: Moments, kernel, stride=None, padding=0, dilation=1, ceil_mode=F
     sd = np.sqrt(v_w * (1.0 - rb))
     m1 = mu_w + sd * e1
     m2 = mu_w**2 + v_w * rb + 2 * mu_w * sd * e1 + v_w * (1.0 - rb) * e2
-    cross = {}
-    for k in CROSS:
-        if getattr(m, k) is None:
-            cross[k] = None
-            continue
+
+    def term(k, _):
         # two windows (or samples) share only the common component of their entries
         kk = "cov_pair_pos" if k == "cov_pair" else k
         r_shared = rho if k == "cov_pos" else models[kk][2]
@@ -380,8 +374,9 @@ def max_pool(m: Moments, kernel, stride=None, padding=0, dilation=1, ceil_mode=F
                 frac = float(np.sum(w * (nval == n)))
                 cov_m = cov_m + frac * max_pair_cov(int(n), lam)
             out = out + vc * (1.0 - rho) * cov_m
-        cross[k] = out
-    return Moments(axes, np.maximum(m2, 0.0), m1, **cross)
+        return out
+
+    return Moments(axes, np.maximum(m2, 0.0), m1, **m.map_cross(term))
 
 
 def max_pool_backward(

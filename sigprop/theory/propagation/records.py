@@ -149,6 +149,11 @@ class Moments:
         pair = G.wsum(vc * vc, G.class_weights(grid)) if track_pair else None
         return cls(grid, vc * vc, vc, pos, ind, pair, pos if track_pair else None)
 
+    def map_cross(self, fn) -> dict:
+        """``{kind: fn(kind, value)}`` over the cross moments (:data:`CROSS`), ``None`` kept
+        for the kinds this record does not track: the ``**cross`` of a rule's output."""
+        return {k: None if getattr(self, k) is None else fn(k, getattr(self, k)) for k in CROSS}
+
     def replace(self, **changes) -> Moments:
         fields = {k: getattr(self, k) for k in ("grid", "q_cls", "mean_cls") + CROSS}
         fields.update(changes)
