@@ -61,6 +61,11 @@ def _eps(eps) -> float:
     return e
 
 
+def _affine(gamma, beta, eps, c: int):
+    """A normalisation's (γ, β, ε): per-channel γ (default 1) and β (default 0), ε >= 0."""
+    return per_channel(gamma, c, "gamma", 1.0), per_channel(beta, c, "beta", 0.0), _eps(eps)
+
+
 def _chi_factor(nu: np.ndarray) -> np.ndarray:
     """E[ν/χ²_ν] = ν/(ν − 2), ν capped below at 4 (1 for ν = ∞)."""
     nu = np.maximum(nu, 4.0)
@@ -101,11 +106,7 @@ def batchnorm_train(m: Moments, batch_size: int, gamma=None, beta=None, eps=1e-5
     """Train-mode BatchNorm with batch statistics over B samples × positions."""
     b, p, n, msq, d, v = _bn_stats(m, batch_size)
     c = m.channels
-    gamma, beta, eps = (
-        per_channel(gamma, c, "gamma", 1.0),
-        per_channel(beta, c, "beta", 0.0),
-        _eps(eps),
-    )
+    gamma, beta, eps = _affine(gamma, beta, eps, c)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(v + eps > 0, gamma * gamma / (v + eps), 0.0)
     nd = len(m.grid)
@@ -226,11 +227,7 @@ def _ln_stats(m: Moments):
 def layernorm(m: Moments, gamma=None, beta=None, eps=1e-5) -> Moments:
     """LayerNorm over the channel axis at each position (module doc)."""
     c = m.channels
-    gamma, beta, eps = (
-        per_channel(gamma, c, "gamma", 1.0),
-        per_channel(beta, c, "beta", 0.0),
-        _eps(eps),
-    )
+    gamma, beta, eps = _affine(gamma, beta, eps, c)
     nd = len(m.grid)
     d, mt, vbar = _ln_stats(m)
     inv = _safe_inv(vbar + eps)
@@ -318,11 +315,7 @@ def groupnorm(m: Moments, groups: int, gamma=None, beta=None, eps=1e-5) -> Momen
     """GroupNorm: statistics over the channels of a group × all positions, per sample."""
     st = _gn_stats(m, groups)
     c = m.channels
-    gamma, beta, eps = (
-        per_channel(gamma, c, "gamma", 1.0),
-        per_channel(beta, c, "beta", 0.0),
-        _eps(eps),
-    )
+    gamma, beta, eps = _affine(gamma, beta, eps, c)
     nd = len(m.grid)
     with np.errstate(divide="ignore"):
         inv = np.where(st["vg"] + eps > 0, 1.0 / np.sqrt(st["vg"] + eps), 0.0)
