@@ -87,9 +87,15 @@ def test_timm_vit_has_a_graph_and_a_bypassed_attention():
     assert report.verdict == "collapsed but bypassed"
     assert report.skips == ("blocks.3: identity skip",)
     assert not report.probe["input_independent"]  # the live model agrees: connected
-    # attention is outside the exact engine: the channel-level count is kept, and said so
-    assert not report.effective_exact
-    assert any("attention" in n or "channel level" in n for n in report.notes)
+    # exact through attention: the emptied qkv leaves its block's proj reading nothing
+    assert report.effective_exact, report.notes
+    by_name = {layer.name: layer for layer in report.layers}
+    assert by_name["blocks.3.attn.proj"].kept > 0
+    assert by_name["blocks.3.attn.proj"].effective_kept == 0
+    assert by_name["blocks.2.attn.qkv"].effective_kept > 0
+    assert by_name["blocks.4.attn.proj"].effective_kept > 0
+    # the channel-level count is a bound: never fewer effective weights than the exact one
+    assert all(layer.channel_effective_kept >= layer.effective_kept for layer in report.layers)
     prune.identity(model.patch_embed.proj, "weight")
     with torch.no_grad():
         model.patch_embed.proj.weight_mask.zero_()

@@ -26,7 +26,8 @@ window counts, the paper's path semantics), activations, dropout and scalings ar
 identities, a normalisation scale ``gamma = 0`` cuts its unit, and layer norm connects every
 feature it normalises together. Biases and batch norm's ``beta`` create no paths: a unit fed
 only by constants is not reached, so the weights that read it are ineffective (they act as
-biases). Operations outside this vocabulary (attention, matmul between activations) leave
+biases). Self-attention has its rules in :mod:`.exact_attention`. Operations outside this
+vocabulary (a matmul between activations outside attention, a transposed convolution) leave
 the exact count unavailable, with the reason in the report's notes; the channel-level count
 stays.
 """
@@ -40,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sigprop.diagnostics.collapse.from_fx import module_layer
+from sigprop.diagnostics.collapse.from_fx import module_layer, module_weight_layers
 from sigprop.diagnostics.collapse.ops import Unmappable
 from sigprop.diagnostics.collapse.report import CollapseReport
 from sigprop.nn.kinds import WEIGHT_KINDS, is_dct_layer
@@ -223,28 +224,35 @@ def averaged(fn, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
 def effective_masks(captured: Any) -> tuple[dict[str, torch.Tensor] | None, str | None]:
     """Boolean effective-weight masks by layer name for the captured input shape, or
     ``(None, reason)`` when the graph uses an operation outside the module doc's list."""
+    # attention's rules build on this module's: imported here, not at the top (a cycle)
+    from sigprop.diagnostics.collapse.exact_attention import ATTENTION_KINDS, attention_value
+
     model = captured.model
     kept: dict[str, torch.Tensor] = {}  # 0/1 leaves whose gradient marks the paths
     keeps: dict[str, torch.Tensor] = {}  # the same as booleans
-    numel = sum(
-        module_layer(n.module, model.get_submodule(n.module)).weight.numel()
-        for n in captured.weight_nodes()
-    )
-    dtype = counting_dtype(numel)
+    dtype = counting_dtype(sum(layer.weight.numel() for layer in module_weight_layers(model)))
 
-    def kept_of(name: str, module: nn.Module) -> torch.Tensor:
+    def kept_of(name: str, module: nn.Module, param: str = "weight") -> torch.Tensor:
         if name not in kept:
-            layer = module_layer(name, module)
+            layer = module_layer(name, module, param)
             keep = layer.mask != 0 if layer.mask is not None else layer.weight != 0
             keeps[name] = keep
             kept[name] = keep.to(dtype).requires_grad_(True)
         return kept[name]
 
     env: dict[str, Any] = {}
+    real: dict[str, Any] = {}  # real values of constants: buffers, defaults, shape arithmetic
     outputs = []
 
     def load(a):
         return env[a.name] if isinstance(a, torch.fx.Node) else a
+
+    def constant(a):
+        if not isinstance(a, torch.fx.Node):
+            return a
+        if a.name not in real:
+            raise Unmappable(f"an attention mask computed in forward ({a.name})")
+        return real[a.name]
 
     try:
         with torch.enable_grad():
@@ -257,7 +265,7 @@ def effective_masks(captured: Any) -> tuple[dict[str, torch.Tensor] | None, str 
                     outputs = [env[n] for n in node.inputs]
                     continue
                 if node.kind == "constant":  # a forward argument fixed at its default
-                    env[node.name] = fx.args[0] if fx.args else None
+                    env[node.name] = real[node.name] = fx.args[0] if fx.args else None
                     continue
                 if node.kind == "param":  # a constant: no path starts at it (zeros)
                     value = captured.graph_module
@@ -265,16 +273,22 @@ def effective_masks(captured: Any) -> tuple[dict[str, torch.Tensor] | None, str 
                         value = getattr(value, part)
                     is_t = isinstance(value, torch.Tensor)
                     env[node.name] = torch.zeros(value.shape, dtype=dtype) if is_t else value
+                    real[node.name] = value
                     continue
                 if node.kind == "meta":  # shape queries feed reshapes; asserts are skipped
                     name = str(getattr(fx.target, "__name__", fx.target))
                     asserting = name.startswith("_assert")
                     env[node.name] = None if asserting else _run(fx, load, model)
+                    if not asserting:
+                        real[node.name] = env[node.name]
                     continue
                 args = torch.fx.node.map_arg(fx.args, load)
                 module = model.get_submodule(node.module) if node.module is not None else None
                 if not any(isinstance(a, torch.Tensor) for a in _flat(args)):
-                    env[node.name] = _run(fx, load, model)  # shape arithmetic
+                    env[node.name] = real[node.name] = _run(fx, load, model)  # shape arithmetic
+                    continue
+                if node.kind in ATTENTION_KINDS:
+                    env[node.name] = attention_value(node, module, fx, load, constant, kept_of)
                     continue
                 value = _node_value(node, module, args, env, kept_of)
                 env[node.name] = value if value is not None else _run(fx, load, model)

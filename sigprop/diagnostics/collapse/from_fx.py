@@ -163,6 +163,27 @@ def _gamma_gate(g: ConnectivityGraph, site: int, module: Any) -> int:
     return g.gate(site, keep)
 
 
+def _norm(g: ConnectivityGraph, site: int, kind: str, module: Any, shape) -> int:
+    """A normalisation: LayerNorm connects the units it normalises together where its
+    dimensions include the unit dimension (the last of a token or flat tensor, or all
+    dimensions), GroupNorm the channels of a group; batch norm is unit-wise. Then
+    ``gamma = 0`` cuts its units. (A unit of unknown width stays unit-wise.)"""
+    width = g.width(site)
+    if width is not None and kind == "layernorm":
+        n = len(module.normalized_shape) if module is not None else 1
+        if shape is not None and (len(shape) == n or shape[-1] == width):
+            site = g.mix(site, np.ones((width, width), dtype=bool))
+    elif width is not None and kind == "groupnorm" and module is not None:
+        size = width // int(module.num_groups)
+        site = g.mix(site, np.kron(np.eye(module.num_groups, dtype=bool), np.ones((size, size))))
+    return _gamma_gate(g, site, module) if module is not None else site
+
+
+def _token_norm(g: ConnectivityGraph, site: int, norm: nn.Module) -> int:
+    """A LayerNorm over the features of a (batch, tokens, features) tensor."""
+    return _norm(g, site, "layernorm", norm, (None, g.width(site)))
+
+
 def _head_mixing(embed: int, heads: int) -> np.ndarray:
     """``(E, 3E)`` connectivity of softmax(QK^T)V per head over packed q|k|v features."""
     if heads < 1 or embed % heads:
@@ -210,11 +231,11 @@ def _encoder_layer(g, name: str, m: nn.TransformerEncoderLayer, x: int) -> int:
         return _layer(g, module_layer(sub("linear2"), m.linear2), h)
 
     if m.norm_first:
-        a = _attention(g, sub("self_attn"), m.self_attn, _gamma_gate(g, x, m.norm1))
+        a = _attention(g, sub("self_attn"), m.self_attn, _token_norm(g, x, m.norm1))
         x = g.add(x, a)
-        return g.add(x, ff(_gamma_gate(g, x, m.norm2)))
-    x = _gamma_gate(g, g.add(x, _attention(g, sub("self_attn"), m.self_attn, x)), m.norm1)
-    return _gamma_gate(g, g.add(x, ff(x)), m.norm2)
+        return g.add(x, ff(_token_norm(g, x, m.norm2)))
+    x = _token_norm(g, g.add(x, _attention(g, sub("self_attn"), m.self_attn, x)), m.norm1)
+    return _token_norm(g, g.add(x, ff(x)), m.norm2)
 
 
 def _expand(g, kind: str, name: str, m: nn.Module, x: int) -> int:
@@ -225,7 +246,7 @@ def _expand(g, kind: str, name: str, m: nn.Module, x: int) -> int:
     for i, layer in enumerate(m.layers):  # transformer_encoder
         x = _encoder_layer(g, f"{name}.layers.{i}" if name else f"layers.{i}", layer, x)
     if m.norm is not None:
-        x = _gamma_gate(g, x, m.norm)
+        x = _token_norm(g, x, m.norm)
     return x
 
 
@@ -271,7 +292,7 @@ def _map_node(g: ConnectivityGraph, cg: Any, node: Any, sites: dict) -> int | No
     if kind in _UNITWISE_KINDS:
         return src[0]
     if kind in _NORM_KINDS:
-        return _gamma_gate(g, src[0], module) if module is not None else src[0]
+        return _norm(g, src[0], kind, module, node.shape)
     if kind in ("add", "mul"):
         if len(src) > 1:
             widths = {g.width(s) for s in src} - {None}
