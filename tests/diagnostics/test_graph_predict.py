@@ -1,7 +1,8 @@
 """Acceptance (issue 10): describe/predict/measure/compare on real architectures.
 
 torchvision resnet18, resnet50, vgg16, vgg16_bn, densenet121, mobilenet_v2 (weights=None,
-32×32 inputs) and an ``nn.TransformerEncoder`` (2 layers, d = 64, 4 heads, 32 tokens), in
+32×32 inputs), an ``nn.TransformerEncoder`` (2 layers, d = 64, 4 heads, 32 tokens) and a
+timm ViT-Tiny (4 blocks, 8×8 patches of 32×32 inputs: 16 tokens and the class token), in
 train and eval mode, dense and random-pruned to density 0.1 with
 ``torch.nn.utils.prune.global_unstructured(..., RandomUnstructured)``, one batch of B = 32
 iid N(0, 1) inputs, float32 on the torch side. Checked: the predicted ``q`` at every block
@@ -52,7 +53,16 @@ from sigprop.diagnostics.predict import input_moments
 from sigprop.nn.arch import build_model
 
 B = 32
-MODELS = ["resnet18", "resnet50", "vgg16", "vgg16_bn", "densenet121", "mobilenet_v2", "transformer"]
+MODELS = [
+    "resnet18",
+    "resnet50",
+    "vgg16",
+    "vgg16_bn",
+    "densenet121",
+    "mobilenet_v2",
+    "transformer",
+    "vit",
+]
 
 
 def _build(name):
@@ -60,6 +70,9 @@ def _build(name):
     if name == "transformer":
         layer = nn.TransformerEncoderLayer(64, 4, 128, dropout=0.1, batch_first=True)
         return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False), (32, 64)
+    if name == "vit":  # patch embedding, class token, position embedding, x[:, 0] readout
+        spec = "timm:vit_tiny_patch16_224"
+        return build_model(spec, img_size=32, patch_size=8, num_classes=10, depth=4), (3, 32, 32)
     return build_model(f"torchvision:{name}"), (3, 32, 32)
 
 
@@ -115,6 +128,9 @@ def _blocks(name, model, spec):
         return parts + ["features.norm5", "classifier"]
     if name == "mobilenet_v2":
         return [f"features.{i}" for i in range(len(model.features))] + ["classifier.1"]
+    if name == "vit":
+        parts = [f"blocks.{i}.{s}" for i in range(4) for s in ("attn", "mlp.fc2")]
+        return [*spec.blocks, *parts, "head"]
     # post-norm layers: the block outputs are LayerNorms (q = 1 by construction), so the
     # residual branches' outputs are checked too
     parts = [f"layers.{i}.{s}" for i in range(2) for s in ("self_attn", "linear1", "linear2")]
@@ -136,6 +152,11 @@ _Q_LIMIT = {
     ("mobilenet_v2", False, 1.0): "median 0.18, max 0.28",
     ("mobilenet_v2", False, 0.1): "median 0.07, max 3.1 (depthwise filters keep ~1 of 9 "
     "weights; the signal collapses to q ~ 1e-12 by features.3)",
+    # no batch statistics either: the head reads the class token alone through ~19 kept
+    # weights per output, whose frozen-sign offsets the sign-averaged theory replaces by
+    # their mean square (as eval-mode BatchNorm); block outputs are within 0.3%
+    ("vit", True, 0.1): "median 0.02, max 0.64 (head 0.64, attention outputs 0.16-0.31)",
+    ("vit", False, 0.1): "median 0.02, max 0.64 (head 0.64, attention outputs 0.16-0.31)",
 }
 # The default suite runs one case per kind of graph (residual sums, BatchNorm in train mode,
 # concatenation, depthwise convolutions, attention, eval-mode BatchNorm's known limit); the
@@ -150,6 +171,7 @@ _DEFAULT = {
     ("mobilenet_v2", True, 0.1),
     ("transformer", True, 1.0),
     ("transformer", False, 0.1),
+    ("vit", True, 1.0),
 }
 
 CASES = [(m, t, d) for m in MODELS for t in (True, False) for d in (1.0, 0.1)]

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from sigprop.diagnostics.graph.capture import CapturedGraph, GraphNode
+from sigprop.diagnostics.graph.tokens import CONSTANT, TOKEN_KINDS, token_node
 from sigprop.nn.kinds import is_dct_layer
 from sigprop.theory.propagation import TheoryGraph, TheoryNode
 from sigprop.theory.propagation.activation import resolve
@@ -128,6 +129,7 @@ class _Builder:
         self._shapes: dict[str, tuple | None] = {}  # theory node -> record shape
         self._pending_shape: tuple | None = None  # record shape of the node being translated
         self._expanded: set[str] = set()  # containers expanded by the transformer rules
+        self.constants: dict[str, np.ndarray] = {}  # expanded parameters (tokens.py)
 
     # -- emitting ------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -240,7 +242,9 @@ def translate(cg: CapturedGraph) -> Translation:
         if node.kind == "output":
             outputs.extend(b.tmap[i] for i in node.inputs if b.tmap.get(i))
             continue
-        if node.kind in ("meta", "param", "constant"):
+        if node.kind in ("meta", "param", "constant") or (
+            node.shape is None and not any(b.tmap.get(i) for i in node.inputs)
+        ):  # no tensor of the graph: parameters, shape arithmetic (B, C, H, W = x.shape)
             b.tmap[node.name] = None
             continue
         ins = [b.tmap.get(i) for i in node.inputs]
@@ -263,7 +267,7 @@ def translate(cg: CapturedGraph) -> Translation:
         except _NoRule as exc:
             live = [i for i in ins if i]
             tn = b.fail(base, live, node.module, typ, str(exc))
-        b.tmap[node.name] = tn
+        b.tmap[node.name] = None if tn is CONSTANT else tn
     for mname, cnode in cg.module_outputs.items():
         tn = b.tmap.get(cnode)
         if tn is not None and mname not in b.node_of:
@@ -290,6 +294,10 @@ def _valid(ins, node: GraphNode):
 def _one(b: _Builder, node: GraphNode, m, base: str, ins, lay: str) -> str:
     """One captured node → theory node(s); raises _NoRule for anything without a rule."""
     k, a = node.kind, node.attrs
+    if k in TOKEN_KINDS:
+        tn = token_node(b, node, base, ins, lay, _NoRule)
+        if tn is not None:
+            return tn
     if k in ("linear", "conv", "dct_linear", "dct_conv"):
         (x,) = _valid(ins, node)[:1]
         conv = k in ("conv", "dct_conv")
