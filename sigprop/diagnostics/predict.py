@@ -222,6 +222,7 @@ def predict(
     weights: str = "gaussian",
     batch_size: int | None = None,
     backward: bool = True,
+    means: str = "quenched",
 ) -> Prediction:
     """Per-layer mean-field predictions for the model ``spec`` describes.
 
@@ -239,6 +240,12 @@ def predict(
     backward: graph specs only: False skips the engine's backward pass (no gradient
         entries: ``g``/``weight_grad`` None, χ and gradient ratios NaN), about a third of
         the time (forward moments suffice for a signal-propagation plot).
+    means: graph specs only: ``"quenched"`` (default) maps the channel means through the
+        layers' own signed weights, exactly, the fluctuations sign-averaged;
+        ``"annealed"`` averages the means over the weights' signs too, replacing each
+        channel's frozen offset Σ_i w_oi μ_i by its mean square (``theory.propagation``
+        README, ``dense.py``; the accuracy of each on real architectures is measured in
+        ``tests/diagnostics/test_graph_predict.py``).
 
     Graph specs (``describe(model, example_input)``) are propagated through
     ``sigprop.theory.propagation`` (its README states every rule and approximation):
@@ -295,7 +302,7 @@ def predict(
             q0, "q0 (input second moment (1/N_0)|x|^2; zero inputs carry no signal)"
         )
         c0 = _check_c0(c0)
-        graph_pred = predict_graph(spec, q0, c0, batch_size, backward=backward)
+        graph_pred = predict_graph(spec, q0, c0, batch_size, backward=backward, means=means)
         if spec.structure == "graph":
             return graph_pred
         extra = {

@@ -26,12 +26,18 @@ __all__ = ["predict_graph"]
 
 
 def predict_graph(
-    spec: ModelSpec, q0: float, c0: float | None, batch_size=None, *, backward: bool = True
+    spec: ModelSpec,
+    q0: float,
+    c0: float | None,
+    batch_size=None,
+    *,
+    backward: bool = True,
+    means: str = "quenched",
 ) -> Prediction:
     """The engine's prediction for ``spec`` (module doc)."""
     tr = spec.graph
     b = positive_int(batch_size if batch_size is not None else spec.batch_size or 32, "batch_size")
-    result = propagate(tr.graph, q0=q0, c0=c0, batch_size=b, backward=bool(backward))
+    result = propagate(tr.graph, q0=q0, c0=c0, batch_size=b, backward=bool(backward), means=means)
     records, unreached = predicted_nodes(tr, result)
     layers = spec.layers
     n = len(layers)

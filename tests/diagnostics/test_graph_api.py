@@ -24,10 +24,11 @@ def test_chain_keeps_its_layer_predictions_and_gains_nodes():
     for key in ("q", "c", "chi", "grad_ratio", "weight_grad_ratio"):
         np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
     assert not a.nodes and set(b.nodes) >= {"0", "1", "2", "3", "4", ""}
-    # the engine keeps per-unit moments and the signed biases (E[h_o] = b_o), the chain one
-    # q per layer with sign-symmetric biases: the same recursion up to the spread of the
-    # per-unit weight sums, O(1/√width) ≈ 1/8 of the per-unit variation, here within 2%
-    np.testing.assert_allclose([b.nodes[n]["q"] for n in ("0", "2", "4")], b.q, rtol=0.02)
+    # the annealed engine keeps per-unit moments and the signed biases (E[h_o] = b_o), the
+    # chain one q per layer with sign-symmetric biases: the same recursion up to the spread
+    # of the per-unit weight sums, O(1/√width) ≈ 1/8 of the per-unit variation, within 2%
+    ann = predict(graph, q0=1.0, c0=0.3, means="annealed")
+    np.testing.assert_allclose([ann.nodes[n]["q"] for n in ("0", "2", "4")], b.q, rtol=0.02)
     fwd = predict(describe(model.train(), x), q0=1.0, c0=0.3, backward=False)
     assert fwd.nodes["2"]["q"] == b.nodes["2"]["q"] and fwd.nodes["2"]["weight_grad"] is None
 

@@ -14,6 +14,17 @@ measured values enter as they are) gives, exactly in expectation over the weight
   for same-position pairs (n_t = output positions where tap t is valid, P = all);
 * the mean is the signed bias b (0 without one): the weight part has zero mean.
 
+Quenched means (``w``, the signed weights, ``w2 = w²``): for the network's own weights the
+output mean is Σ_{i,t} w(o,i,t) μ_in(i, ·) + b(o) exactly (linearity of the expectation
+over inputs), the same zero-padded map as q with w in place of w2; only the fluctuations
+go sign-averaged, the record's centred part (:meth:`Moments.centred`: q − μ², the cross
+moments less the pair averages of the means) through the rules above, and the mapped
+means are added back (:meth:`Moments.plus_mean`). The sign average would replace each
+channel's frozen offset Σ_i w_oi μ_i by its mean square, a relative error ≈ √(2/C) per
+layer that compounds over depth where channel means are large (ReLU networks without
+batch statistics). Neglected: covariances between input channels, and the shared input
+noise that overlapping windows read through different taps (both of zero sign average).
+
 Backward (Schoenholz et al. 2017, arXiv 1611.01232, §3, gradient independence): the
 transpose, g_in(i, r) = Σ_{o,t: r = s·p + d·t − pad} w2(o,i,t) g(o, p), borders included.
 Weight gradient of one sample: E[(∂L/∂w_{oit})²] = Σ_p g(o,p) q_in(i, s·p + d·t − pad)
@@ -33,12 +44,16 @@ import numpy as np
 
 from sigprop.theory.propagation import grid as G
 from sigprop.theory.propagation.records import Grad, Moments, pair_models
-from sigprop.validate import InvalidInput, nonneg_array, positive_int
+from sigprop.theory.propagation.weights import (
+    bias_terms,
+    check_signed,
+    kept_mask,
+    kept_sum,
+    w2_array,
+)
+from sigprop.validate import InvalidInput, positive_int
 
 __all__ = [
-    "Checked",
-    "check_mask",
-    "check_w2",
     "DEFAULT_BUDGET",
     "linear",
     "linear_backward",
@@ -54,79 +69,22 @@ DEFAULT_BUDGET = 1e7
 
 
 # ------------------------------------------------------------------------------ checks
-def _bias(c_out: int, b2, b):
-    if b is not None:
-        b = np.asarray(b, dtype=float)
-        if b.shape != (c_out,) or not np.all(np.isfinite(b)):
-            raise InvalidInput(f"bias b must be a finite array of shape ({c_out},)")
-        if b2 is not None and not np.allclose(np.asarray(b2, dtype=float), b * b):
-            raise InvalidInput("b2 must equal b**2 when both are given")
-        return b * b, b
-    if b2 is None:
-        return np.zeros(c_out), np.zeros(c_out)
-    b2 = nonneg_array("b2", b2, "(a squared bias) must be non-negative")
-    if b2.shape != (c_out,):
-        raise InvalidInput(f"b2 must have shape ({c_out},), got {b2.shape}")
-    return b2, np.zeros(c_out)
-
-
-class Checked(np.ndarray):
-    """Marks a weight or mask array this package has already validated (a view; the
-    engine validates each node's arrays once, not in every rule that reads them)."""
-
-
-def check_w2(w2, name: str = "w2") -> np.ndarray:
-    """``w2`` as a validated float array (finite, >= 0), marked :class:`Checked`."""
-    if isinstance(w2, Checked):
-        return w2
-    return nonneg_array(name, w2, "(a squared weight) must be non-negative").view(Checked)
-
-
-def check_mask(mask, w2, name: str = "mask") -> np.ndarray | None:
-    """A 0/1 mask of w2's shape, marked Checked; ``None`` stays ``None`` (the rules read
-    it as the kept pattern w2 > 0, see :func:`_mask`)."""
-    if mask is None or isinstance(mask, Checked):
-        return mask
-    m = np.asarray(mask, dtype=float)
-    if m.shape != np.shape(w2):
-        raise InvalidInput(f"{name} has shape {m.shape}, the weight {np.shape(w2)}")
-    if not np.all((m == 0) | (m == 1)):
-        raise InvalidInput(f"{name} entries must be 0 or 1")
-    return m.view(Checked)
-
-
-def _w2(w2, ndim: int) -> np.ndarray:
-    w2 = check_w2(w2).view(np.ndarray)
-    if w2.ndim != ndim:
-        raise InvalidInput(f"w2 must have {ndim} dimensions, got shape {w2.shape}")
-    return w2
-
-
-def _mask(mask, w2: np.ndarray) -> np.ndarray | None:
-    """The layer's 0/1 mask; for ``None`` the kept pattern w2 > 0, or ``None`` again when
-    every weight is kept (the rules then sum without a mask: a fresh float64 mask of VGG's
-    25088 x 4096 classifier costs seconds of page faults for a product with ones)."""
-    if mask is None:
-        if w2.size == 0 or w2.min() > 0:
-            return None
-        return np.greater(w2, 0, out=np.empty(w2.shape), casting="unsafe")
-    return check_mask(mask, w2).view(np.ndarray)
-
-
-def _kept_sum(mask: np.ndarray | None, x: np.ndarray) -> np.ndarray:
-    """M @ x over the input axis of x; with every weight kept (``None``), x summed over it
-    (broadcast against the output axis by the caller)."""
-    return x.sum(axis=0) if mask is None else mask @ x
-
-
 # ------------------------------------------------------------------------------ linear
-def linear(m: Moments, w2, b2=None, b=None) -> Moments:
-    """Dense layer on the channel axis at every position: q = w2 @ q_in + b2 (exact)."""
-    w2 = _w2(w2, 2)
+def linear(m: Moments, w2, b2=None, b=None, w=None) -> Moments:
+    """Dense layer on the channel axis at every position: q = w2 @ q_in + b2 (exact); with
+    the signed weights ``w`` the means are mapped by them (module doc, quenched means)."""
+    w2 = w2_array(w2, 2)
     c_out, c_in = w2.shape
     if c_in != m.channels:
         raise InvalidInput(f"linear expects {c_in} input channels, the record has {m.channels}")
-    b2, b = _bias(c_out, b2, b)
+    if w is not None:
+        _, b = bias_terms(c_out, b2, b)
+        n = m.mean_cls.shape[1:]
+        mean = (np.asarray(check_signed(w, w2)) @ m.mean_cls.reshape(c_in, -1)).reshape(
+            (c_out,) + n
+        )
+        return linear(m.centred(), w2).plus_mean(mean + b.reshape((-1,) + (1,) * len(n)))
+    b2, b = bias_terms(c_out, b2, b)
     n = m.q_cls.shape[1:]
     q = (w2 @ m.q_cls.reshape(c_in, -1)).reshape((c_out,) + n) + b2.reshape((-1,) + (1,) * len(n))
     cross = m.map_cross(lambda k, v: w2 @ v + b2)
@@ -136,7 +94,7 @@ def linear(m: Moments, w2, b2=None, b=None) -> Moments:
 
 def linear_backward(m: Moments, g: Grad, w2) -> Grad:
     """g_in = w2ᵀ g per position; the cross moments the same way."""
-    w2 = _w2(w2, 2)
+    w2 = w2_array(w2, 2)
     n = g.g_cls.shape[1:]
     gin = (w2.T @ g.g_cls.reshape(w2.shape[0], -1)).reshape((w2.shape[1],) + n)
     return Grad(g.grid, gin, w2.T @ g.g_pos, w2.T @ g.g_indep)
@@ -157,8 +115,8 @@ def linear_weight_grad(
     """E‖∇_W L ⊙ M‖²/B for the batch loss L = Σ_b L_b:
     Σ_kept [Σ_p g(o,p) q(i,p) + P(P − 1) g_pos cov_pos + (B − 1) P² g_indep cov_indep]
     (δ independent of x; with B = 1 the gradient of one sample)."""
-    w2 = _w2(w2, 2)
-    mask = _mask(mask, w2)
+    w2 = w2_array(w2, 2)
+    mask = kept_mask(mask, w2)
     grid, maps = G.refine_grids([g.grid, m.grid])
     gg = G.take(g.g_cls, maps[0]).reshape(g.channels, -1)
     qq = G.take(m.q_cls, maps[1]).reshape(m.channels, -1)
@@ -170,9 +128,9 @@ def linear_weight_grad(
     # Σ_oi M_oi (A Qᵀ + u vᵀ + u′ v′ᵀ)_oi = Σ A ⊙ (M Q) + uᵀ M v + u′ᵀ M v′: one product with
     # the mask, no C_out × C_in temporaries (VGG's 25088 × 4096 classifier)
     b = positive_int(batch_size, "batch_size")
-    total = float(np.sum(a * _kept_sum(mask, qq)))
-    total += p * (p - 1) * float(np.sum(g.g_pos * _kept_sum(mask, m.cov_pos)))
-    total += (b - 1) * p * p * float(np.sum(g.g_indep * _kept_sum(mask, m.cov_indep)))
+    total = float(np.sum(a * kept_sum(mask, qq)))
+    total += p * (p - 1) * float(np.sum(g.g_pos * kept_sum(mask, m.cov_pos)))
+    total += (b - 1) * p * p * float(np.sum(g.g_indep * kept_sum(mask, m.cov_indep)))
     return total
 
 
@@ -255,7 +213,7 @@ def _rank1(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _check_conv(m_channels, w2, groups, spatial):
-    w2 = _w2(w2, 2 + len(spatial))
+    w2 = w2_array(w2, 2 + len(spatial))
     groups = int(groups)
     c_out, cig = w2.shape[:2]
     if groups < 1 or c_out % groups or cig * groups != m_channels:
@@ -275,31 +233,49 @@ def conv(
     groups=1,
     b=None,
     budget: float = DEFAULT_BUDGET,
+    w=None,
 ) -> Moments:
-    """Zero-padded convolution over the spatial dims of the record (see module doc)."""
+    """Zero-padded convolution over the spatial dims of the record (see module doc); with
+    the signed weights ``w`` the mean maps are convolved with them (quenched means)."""
     if not m.grid:
         raise InvalidInput("conv needs a record with spatial dimensions")
     w2, groups = _check_conv(m.channels, w2, groups, m.spatial)
     c_out = w2.shape[0]
     geo = _Geometry(m.spatial, w2.shape[2:], stride, padding, dilation)
-    b2, b = _bias(c_out, b2, b)
     axes, tables = zip(*(G.forward_table(ax, ix) for ax, ix in zip(m.grid, geo.idx)))
     n_out = tuple(ax.n for ax in axes)
-    mcount = int(np.prod(n_out))
+    if w is not None:
+        _, b = bias_terms(c_out, b2, b)
+        wk = np.asarray(check_signed(w, w2)).reshape(c_out, w2.shape[1], geo.taps)
+        mean = _tap_map(m.mean_cls, m.weights, wk, groups, tables, budget, signed=True)
+        out = conv(m.centred(), w2, None, stride, padding, dilation, groups, budget=budget)
+        bias = b.reshape((-1,) + (1,) * len(n_out))
+        return out.plus_mean(mean.reshape((c_out,) + n_out) + bias)
+    b2, b = bias_terms(c_out, b2, b)
     wk = w2.reshape(c_out, w2.shape[1], geo.taps)
-    cost = float(c_out) * w2.shape[1] * geo.taps * mcount
-    if cost <= budget:
-        x = _gather(m.q_cls, tables).reshape(m.channels, geo.taps, mcount)
-        q = _grouped(wk, groups, x, transpose=False)
-    else:
-        a, f = _rank1(m.q_cls, m.weights)
-        amat = _tap_sums(wk, groups, a)
-        fmat = _gather(f[None], tables).reshape(geo.taps, mcount)
-        q = amat @ fmat
+    q = _tap_map(m.q_cls, m.weights, wk, groups, tables, budget)
     q = q.reshape((c_out,) + n_out) + b2.reshape((-1,) + (1,) * len(n_out))
     cross = _conv_cross(m, geo, wk, groups, b2)
     mean = np.broadcast_to(b.reshape((-1,) + (1,) * len(n_out)), q.shape)
     return Moments(axes, np.maximum(q, 0.0), mean, **cross)
+
+
+def _tap_map(values, weights, wk, groups: int, tables, budget: float, signed: bool = False):
+    """Σ_{i,t valid} wk(o, i, t) values(i, p + t) per output class, (C_out, n_out): exact
+    within ``budget`` multiply-adds, else with values ≈ a(i) f(p) (:func:`_rank1`; for a
+    signed map f is the sign-weighted profile Σ_i sgn(a_i) values(i, p) / Σ_i |a_i|)."""
+    c_out, cig, taps = wk.shape
+    mcount = int(np.prod([t.shape[1] for t in tables]))
+    if float(c_out) * cig * taps * mcount <= budget:
+        x = _gather(values, tables).reshape(values.shape[0], taps, mcount)
+        return _grouped(wk, groups, x, transpose=False)
+    if signed:
+        a = G.wsum(values, weights)
+        tot = float(np.sum(np.abs(a)))
+        f = np.tensordot(np.sign(a), values, 1) / tot if tot > 0 else np.ones(values.shape[1:])
+    else:
+        a, f = _rank1(values, weights)
+    return _tap_sums(wk, groups, a) @ _gather(f[None], tables).reshape(taps, mcount)
 
 
 def _conv_cross(m: Moments, geo: _Geometry, wk: np.ndarray, groups: int, b2) -> dict:
@@ -417,7 +393,7 @@ def conv_weight_grad(
     gradient map is factorised g(o, p) ≈ a(o) f(p) (channels of x stay exact).
     """
     w2, groups = _check_conv(m.channels, w2, groups, m.spatial)
-    mask = _mask(mask, w2)
+    mask = kept_mask(mask, w2)
     geo = _Geometry(m.spatial, w2.shape[2:], stride, padding, dilation)
     counts = [G.count_matrices(ga, qa, ix) for ga, qa, ix in zip(g.grid, m.grid, geo.idx)]
     c_out, cig = w2.shape[:2]

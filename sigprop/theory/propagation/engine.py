@@ -181,6 +181,7 @@ def propagate(
     output_grad: float = 1.0,
     budget: float = DEFAULT_BUDGET,
     backward: bool = True,
+    means: str = "quenched",
 ) -> PropagationResult:
     """Forward and backward propagation of mean-field moments through ``graph``.
 
@@ -188,14 +189,19 @@ def propagate(
     tracked input pair (None: no pair); ``batch_size``: B for train-mode BatchNorm and
     Brock et al.'s summaries; ``output_grad``: g at every output element; ``budget``:
     multiply-adds above which a conv uses the rank-1 factorisation; ``backward``: False
-    skips the backward pass (no gradients, weight-gradient norms or backward summaries).
+    skips the backward pass (no gradients, weight-gradient norms or backward summaries);
+    ``means``: ``"quenched"`` (linear and conv nodes that carry their signed weights ``w``
+    map the means with them, ``dense.py`` doc) or ``"annealed"`` (every mean of a weight
+    layer's output is its bias: the sign-averaged theory).
     """
     if not isinstance(graph, TheoryGraph):
         raise InvalidType(f"propagate needs a TheoryGraph, got {type(graph).__name__}")
     q0 = nonneg_float(q0, "q0")
     batch_size = positive_int(batch_size, "batch_size")
     output_grad = nonneg_float(output_grad, "output_grad")
-    ctx = Context(batch_size=batch_size, budget=float(budget))
+    if means not in ("quenched", "annealed"):
+        raise InvalidInput(f"means must be 'quenched' or 'annealed', got {means!r}")
+    ctx = Context(batch_size=batch_size, budget=float(budget), quenched=means == "quenched")
     params = {n.name: check_params(n.op, n.params) for n in graph.nodes if n.op in OPS}
     moments: dict[str, Moments] = {}
     states: dict[str, Any] = {}

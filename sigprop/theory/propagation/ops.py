@@ -18,6 +18,7 @@ from sigprop.theory.propagation import norm as N
 from sigprop.theory.propagation import pointwise as P
 from sigprop.theory.propagation import pool as PL
 from sigprop.theory.propagation import selfattn as A
+from sigprop.theory.propagation import weights as W
 from sigprop.validate import InvalidInput
 
 __all__ = ["OPS", "Op", "Context"]
@@ -27,6 +28,7 @@ __all__ = ["OPS", "Op", "Context"]
 class Context:
     batch_size: int
     budget: float
+    quenched: bool = True  # linear/conv map the means with their signed weights ``w``
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Op:
 
 def _arr(prm, key):
     v = prm.get(key)
-    if v is None or isinstance(v, L.Checked):
+    if v is None or isinstance(v, W.Checked):
         return v
     return np.asarray(v, dtype=float)
 
@@ -59,8 +61,9 @@ def _one_back(fn):
 
 
 # ------------------------------------------------------------------------------ linear
-def _lin_kw(prm):
-    return dict(w2=_arr(prm, "w2"), b2=_arr(prm, "b2"), b=_arr(prm, "b"))
+def _lin_kw(prm, ctx):
+    w = _arr(prm, "w") if ctx.quenched else None
+    return dict(w2=_arr(prm, "w2"), b2=_arr(prm, "b2"), b=_arr(prm, "b"), w=w)
 
 
 def _conv_geo(prm):
@@ -68,8 +71,10 @@ def _conv_geo(prm):
 
 
 def _conv_forward(ins, prm, ctx):
-    kw = _lin_kw(prm)
-    out = L.conv(ins[0], kw["w2"], kw["b2"], b=kw["b"], budget=ctx.budget, **_conv_geo(prm))
+    kw = _lin_kw(prm, ctx)
+    out = L.conv(
+        ins[0], kw["w2"], kw["b2"], b=kw["b"], w=kw["w"], budget=ctx.budget, **_conv_geo(prm)
+    )
     return out, None
 
 
@@ -83,8 +88,8 @@ OPS: dict[str, Op] = {}
 
 OPS["linear"] = Op(
     required=("w2",),
-    optional={"b2": None, "b": None, "mask": None},
-    forward=lambda ins, prm, ctx: (L.linear(ins[0], **_lin_kw(prm)), None),
+    optional={"b2": None, "b": None, "mask": None, "w": None},
+    forward=lambda ins, prm, ctx: (L.linear(ins[0], **_lin_kw(prm, ctx)), None),
     backward=_one_back(lambda m, g, prm, ctx: L.linear_backward(m, g, _arr(prm, "w2"))),
     weight_grad=lambda ins, st, g, it, prm, ctx: L.linear_weight_grad(
         ins[0], g, _arr(prm, "w2"), _arr(prm, "mask"), batch_size=ctx.batch_size
@@ -96,6 +101,7 @@ OPS["conv"] = Op(
         "b2": None,
         "b": None,
         "mask": None,
+        "w": None,
         "stride": 1,
         "padding": 0,
         "dilation": 1,
@@ -348,10 +354,12 @@ def check_params(op: str, params: dict) -> dict:
     # weight-gradient passes)
     for key in ("w2", "w2_in", "w2_out"):
         if out.get(key) is not None:
-            out[key] = L.check_w2(out[key], key)
+            out[key] = W.check_w2(out[key], key)
     if op in ("linear", "conv"):
-        out["mask"] = L.check_mask(out["mask"], out["w2"])
+        out["mask"] = W.check_mask(out["mask"], out["w2"])
+        if out["w"] is not None:
+            out["w"] = W.check_signed(out["w"], out["w2"])
     for key, wkey in (("mask_in", "w2_in"), ("mask_out", "w2_out")):
         if out.get(key) is not None:
-            out[key] = L.check_mask(out[key], out[wkey], key)
+            out[key] = W.check_mask(out[key], out[wkey], key)
     return out

@@ -154,6 +154,27 @@ class Moments:
         for the kinds this record does not track: the ``**cross`` of a rule's output."""
         return {k: None if getattr(self, k) is None else fn(k, getattr(self, k)) for k in CROSS}
 
+    def centred(self) -> Moments:
+        """The fluctuation part: mean 0, q the variance q − μ², each cross moment less the
+        pair average of the means (what a layer's weights act on sign-averaged, while its
+        own signed weights map the means: :meth:`plus_mean`)."""
+        mu = self.mean_cls
+        var = np.maximum(self.q_cls - mu * mu, 0.0)
+        cross = self.map_cross(lambda k, v: v - pair_average(k, mu, mu, self.grid))
+        return Moments(self.grid, var, np.zeros_like(mu), **cross)
+
+    def plus_mean(self, shift) -> Moments:
+        """The record of x + c for a deterministic per-class map c (C, *n): E[(x + c)²] =
+        q + 2μc + c², each cross moment gains the pair averages of μc′ + cμ′ + cc′."""
+        c = np.broadcast_to(np.asarray(shift, dtype=float), self.q_cls.shape)
+        mu, grid = self.mean_cls, self.grid
+
+        def shifted(k, v):
+            return v + pair_average(k, mu, c, grid) + pair_average(k, c, mu + c, grid)
+
+        q = self.q_cls + c * (2.0 * mu + c)
+        return Moments(grid, np.maximum(q, 0.0), mu + c, **self.map_cross(shifted))
+
     def replace(self, **changes) -> Moments:
         fields = {k: getattr(self, k) for k in ("grid", "q_cls", "mean_cls") + CROSS}
         fields.update(changes)

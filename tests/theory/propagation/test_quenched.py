@@ -1,0 +1,108 @@
+"""Quenched means: a layer's signed weights map the means exactly (linearity of the
+expectation over inputs with the weights fixed), the fluctuations propagate sign-averaged.
+
+With input channels independent and fluctuations iid over positions, the predicted mean,
+q and cross-sample moment of the output are exact in expectation over the *inputs* for
+the one fixed weight draw (Var Σ w x = Σ w² var for independent terms), so Monte Carlo
+over inputs alone must agree within its standard error: 5 SE per element (a few hundred
+comparisons; a normal deviation beyond 5 SE has probability 6e-7 each). Two positions of
+one sample whose windows overlap also share input noise through *different* taps,
+Σ_t w_t w_t′ σ², a term of zero sign average that the rule drops: cov_pos is exact where
+windows do not overlap (kernel 2, stride 2) and checked there. The sign-averaged rule, fed
+the same network, misses each channel's frozen offset Σ_i w_oi μ_i (tested to be off).
+"""
+
+import numpy as np
+import pytest
+
+from sigprop.theory.propagation import Moments, conv, linear
+
+from . import mc
+
+
+def _record(shape, mu, noise):
+    """Input record: channel means ``mu`` (C,), iid N(0, noise²) fluctuations."""
+    m = Moments.gaussian_input(shape, 1.0)
+    c, p = shape[0], int(np.prod(shape[1:]))
+    mean = mu.reshape((c,) + (1,) * (len(shape) - 1))
+    base = Moments(
+        m.grid, np.zeros(m.q_cls.shape), np.zeros(m.q_cls.shape), np.zeros(c), np.zeros(c)
+    )
+    white = base.replace(q_cls=np.full(m.q_cls.shape, noise**2))
+    assert p >= 1
+    return white.plus_mean(np.broadcast_to(mean, m.q_cls.shape))
+
+
+def _inputs(rng, b, shape, mu, noise):
+    return mu.reshape((1, -1) + (1,) * (len(shape) - 1)) + noise * rng.standard_normal((b, *shape))
+
+
+@pytest.mark.parametrize(("hw", "k", "stride"), [(2, 3, 1), (4, 3, 2), (5, 3, 1), (4, 2, 2)])
+def test_conv_quenched_means_against_monte_carlo_over_inputs(hw, k, stride):
+    rng = np.random.default_rng(hw * 10 + stride)
+    cin, cout, b, reps, noise = 64, 8, 64, 40, 0.7
+    shape = (cin, hw, hw)
+    mu = rng.uniform(-0.5, 1.5, cin)
+    w = rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))
+    pad = 1 if k == 3 else 0
+    bias = 0.3 * rng.standard_normal(cout)
+    rec = _record(shape, mu, noise)
+    pred = conv(rec, w * w, stride=stride, padding=pad, b=bias, w=w)
+    acc = {k: [] for k in ("q", "mean", "cov_pos", "cov_indep")}
+    for _ in range(reps):
+        y = mc.conv(_inputs(rng, b, shape, mu, noise), w, stride=stride, padding=pad)
+        s = mc.stats(y + bias[None, :, None, None])
+        for k in acc:
+            if k in s:
+                acc[k].append(s[k])
+    mc.se_check(pred.mean, acc["mean"], 5.0, what="mean map")
+    mc.se_check(pred.q, acc["q"], 5.0, what="q map")
+    mc.se_check(pred.cov_indep, acc["cov_indep"], 5.0, what="cov_indep")
+    if k == stride:  # windows do not overlap (module doc)
+        mc.se_check(pred.cov_pos, acc["cov_pos"], 5.0, what="cov_pos")
+    # the sign-averaged rule on the same network misses the frozen offsets
+    annealed = conv(rec, w * w, stride=stride, padding=pad, b=bias)
+    dev = np.abs(annealed.q - np.mean(acc["q"], axis=0)) / np.mean(acc["q"], axis=0)
+    assert dev.max() > 0.2
+
+
+def test_linear_quenched_means_on_tokens_against_monte_carlo():
+    rng = np.random.default_rng(3)
+    cin, cout, t, b, reps, noise = 96, 12, 5, 64, 40, 0.5
+    mu = rng.uniform(-1.0, 1.0, cin)
+    w = rng.standard_normal((cout, cin)) / np.sqrt(cin)
+    bias = 0.2 * rng.standard_normal(cout)
+    pred = linear(_record((cin, t), mu, noise), w * w, b=bias, w=w)
+    np.testing.assert_allclose(pred.mean_channel(), w @ mu + bias, rtol=1e-12)
+    acc = {k: [] for k in ("q", "mean", "cov_pos", "cov_indep")}
+    for _ in range(reps):
+        x = _inputs(rng, b, (cin, t), mu, noise)
+        s = mc.stats(np.einsum("oc,bct->bot", w, x) + bias[None, :, None])
+        for k in acc:
+            acc[k].append(s[k])
+    for k in acc:
+        mc.se_check(
+            getattr(pred, k) if k.startswith("cov") else getattr(pred, k), acc[k], 5.0, what=k
+        )
+
+
+def test_plus_mean_of_centred_is_the_record():
+    rng = np.random.default_rng(0)
+    _, mom = mc.structured(rng, 2, (6, 3, 4), mu=0.4, su=0.3, sv=0.5, sw=0.7, pair=(0.5, 0.2))
+    m = mc.moments_of((6, 3, 4), mom)
+    back = m.centred().plus_mean(m.mean_cls)
+    np.testing.assert_allclose(back.q_cls, m.q_cls, rtol=1e-12)
+    for k in ("cov_pos", "cov_indep", "cov_pair", "cov_pair_pos"):
+        np.testing.assert_allclose(getattr(back, k), getattr(m, k), rtol=1e-12, atol=1e-15)
+    assert np.all(m.centred().mean_cls == 0)
+
+
+def test_signed_weights_are_validated():
+    m = Moments.gaussian_input((4, 3, 3), 1.0)
+    w = np.ones((2, 4, 3, 3))
+    with pytest.raises(ValueError, match="signed weights"):
+        conv(m, w, padding=1, w=np.ones((2, 4, 1, 1)))
+    bad = w.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="signed weights"):
+        conv(m, w, padding=1, w=bad)
