@@ -106,3 +106,23 @@ def test_signed_weights_are_validated():
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="signed weights"):
         conv(m, w, padding=1, w=bad)
+
+
+def test_propagate_takes_quenched_or_annealed_means():
+    from sigprop.theory.propagation import TheoryGraph, TheoryNode, propagate
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((6, 4)) / 2.0
+    nodes = (
+        TheoryNode("input", "input", (), {"shape": [4]}),
+        TheoryNode("a", "elementwise", ("input",), {"activation": "relu"}),
+        TheoryNode("fc", "linear", ("a",), {"w2": w * w, "w": w}),
+    )
+    graph = TheoryGraph(nodes)
+    quenched = propagate(graph, q0=1.0).moments["fc"]
+    annealed = propagate(graph, q0=1.0, means="annealed").moments["fc"]
+    mu = np.sqrt(1.0 / (2.0 * np.pi))  # E[relu(z)], z ~ N(0, 1)
+    np.testing.assert_allclose(quenched.mean_channel(), w @ np.full(4, mu), rtol=1e-12)
+    np.testing.assert_allclose(annealed.mean_channel(), 0.0)
+    with pytest.raises(ValueError, match="means must be"):
+        propagate(graph, q0=1.0, means="frozen")
