@@ -20,7 +20,10 @@ component (E[max]² + cov_indep − μ²); the input pair's same-window covarian
 v(1 − ρ) Cov(M_n, M_n′) for pairs of maxima of n iid pairs of correlation λ, computed by
 Hoeffding's identity Cov = ∫∫ Φ₂(x, y; λ)ⁿ − Φ(x)ⁿΦ(y)ⁿ dx dy (Hoeffding 1940) on a
 Chebyshev table in λ. Windows are the valid (non-padded) positions; borders use the
-window's average μ and v.
+window's average v. Where the entries of a window differ in mean (a mean map that varies
+with position: borders, or a network's own quenched means), E[max] and E[max²] are those
+of max_j (μ_j + √(v(1 − ρ)) z_j) by quadrature, each entry with its own mean (the pair's
+same-window covariance and the backward's uniform argmax keep the equal-mean model).
 
 Backward: avg, g_in(j) = Σ_{p∋j} g(p)/D_p²; max, g_in(j) = Σ_{p∋j} g(p)/n_p (the argmax
 is uniform over the window in the model, and independent between windows). Gradient
@@ -174,6 +177,43 @@ def _window_sum(values: np.ndarray, tables) -> np.ndarray:
     for taps in np.ndindex(*[t.shape[0] for t in tables]):
         total = total + G.take(padded, [t[k] for t, k in zip(tables, taps)])
     return total
+
+
+def _window_entries(values: np.ndarray, tables):
+    """Per tap of the window, ``values`` at its entry: (T, C, *n_out), and whether the tap
+    reads the map (not padding): (T, *n_out)."""
+    padded = np.pad(values, [(0, 0)] + [(0, 1)] * len(tables))
+    entries, valid = [], []
+    for taps in np.ndindex(*[t.shape[0] for t in tables]):
+        idx = [t[k] for t, k in zip(tables, taps)]
+        entries.append(G.take(padded, idx))
+        ok = [(i < n - 1) for i, n in zip(idx, padded.shape[1:])]
+        valid.append(functools.reduce(np.multiply.outer, ok) if len(ok) > 1 else ok[0])
+    return np.stack(entries), np.stack(valid).astype(bool)
+
+
+def _max_of_shifted(means, valid, s):
+    """E[M], E[M²] for M = max_j (μ_j + s z_j) over a window's valid entries, z_j iid
+    standard normal, per channel and window class: Σ_j E_z[(μ_j + s z)^r Π_{k≠j}
+    Φ((μ_j − μ_k)/s + z)] by Gauss–Legendre panels over z (``theory.gaussian``); a window
+    whose s is 0 takes max_j μ_j."""
+    z, w = gaussian.quadrature_rule(1.0, ladder=False)
+    live = s > 0
+    ss = np.where(live, s, 1.0)
+    mj = np.where(valid[:, None], means, -np.inf)
+    e1 = np.zeros(s.shape)
+    e2 = np.zeros(s.shape)
+    for j in range(means.shape[0]):
+        x = means[j][..., None] + ss[..., None] * z  # (C, *n, M)
+        with np.errstate(invalid="ignore"):
+            gap = (means[j] - mj) / ss  # (T, C, *n); -inf entries give +inf
+        gap[j] = np.inf  # Φ(∞) = 1: entry j itself
+        cdf = special.ndtr(gap[..., None] + z).prod(axis=0)
+        weight = np.where(valid[j][None, ..., None], w * cdf, 0.0)  # (C, *n, M)
+        e1 += np.sum(weight * x, axis=-1)
+        e2 += np.sum(weight * x * x, axis=-1)
+    top = mj.max(axis=0)
+    return np.where(live, e1, top), np.where(live, e2, top * top)
 
 
 # ------------------------------------------------------------------------------ average
@@ -357,6 +397,12 @@ def max_pool(m: Moments, kernel, stride=None, padding=0, dilation=1, ceil_mode=F
     sd = np.sqrt(v_w * (1.0 - rb))
     m1 = mu_w + sd * e1
     m2 = mu_w**2 + v_w * rb + 2 * mu_w * sd * e1 + v_w * (1.0 - rb) * e2
+    means, valid = _window_entries(m.mean_cls, tables)
+    vb = valid[:, None]
+    spread = np.where(vb, means, -np.inf).max(0) - np.where(vb, means, np.inf).min(0)
+    if np.any(spread > 1e-12 * (np.abs(mu_w) + s_w)):  # the window's entries differ in mean
+        em, em2 = _max_of_shifted(means, valid, sd)
+        m1, m2 = em, v_w * rb + em2
 
     def term(k, _):
         # two windows (or samples) share only the common component of their entries

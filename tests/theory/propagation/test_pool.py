@@ -8,6 +8,7 @@ import pytest
 
 from sigprop.theory.propagation import (
     Grad,
+    Moments,
     adaptive_avg_pool,
     adaptive_avg_pool_backward,
     avg_pool,
@@ -135,3 +136,38 @@ def test_adaptive_avg_pool(hw, out):
         np.testing.assert_allclose(pred.q, np.broadcast_to(m.q, pred.q.shape))
         g = adaptive_avg_pool_backward(m, Grad.ones(pred), out)
         np.testing.assert_allclose(g.g, out * out)  # 49 copies of one input
+
+
+@pytest.mark.parametrize("hw,k,s,p", [(4, 2, 2, 0), (5, 3, 2, 1)])
+def test_max_pool_of_a_position_dependent_mean_map_against_monte_carlo(hw, k, s, p):
+    # a network's own (quenched) means vary with position: each entry of a window has its
+    # own mean, a per-sample channel offset (sv) and iid noise (sw); the rule's model
+    rng = np.random.default_rng(hw + k)
+    c, b, reps, sv, sw = 8, 64, 40, 0.4, 0.6
+    mean_map = rng.normal(0.0, 0.8, (c, hw, hw))
+    shape = (c, hw, hw)
+    const = Moments.constant(mean_map)
+    n = const.q_cls.shape
+    noise = Moments(
+        const.grid, np.full(n, sv**2 + sw**2), np.zeros(n), np.full(c, sv**2), np.zeros(c)
+    )
+    pred = max_pool(noise.plus_mean(const.mean_cls), k, s, p)
+    acc = {key: [] for key in ("q", "mean", "cov_pos", "cov_indep")}
+    for _ in range(reps):
+        x = (
+            mean_map
+            + sv * rng.standard_normal((b, c, 1, 1))
+            + sw * rng.standard_normal((b, *shape))
+        )
+        st = mc.stats(mc.max_pool(x, k, s, p)[0])
+        for key in acc:
+            if key in st:
+                acc[key].append(st[key])
+    mc.se_check(pred.q, acc["q"], 5.0, what="q")
+    mc.se_check(pred.mean, acc["mean"], 5.0, what="mean")
+    mc.se_check(pred.cov_indep, acc["cov_indep"], 5.0, what="cov_indep")
+    if acc["cov_pos"]:
+        mc.se_check(pred.cov_pos, acc["cov_pos"], 5.0, what="cov_pos")
+    # the window-averaged mean of the equal-mean model is far off here
+    flat = noise.plus_mean(np.broadcast_to(mean_map.mean(axis=(1, 2), keepdims=True), n))
+    assert np.max(np.abs(max_pool(flat, k, s, p).mean_channel() - pred.mean_channel())) > 0.1
