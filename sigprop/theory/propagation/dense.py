@@ -35,7 +35,10 @@ classes of the output, see :mod:`~sigprop.theory.propagation.grid`). Beyond ``bu
 multiply-adds the input map is factorised q_in(i, p) ≈ a(i) f(p) with a the channel
 means and f the channel-summed profile (both marginals exact; exact when q_in is a
 product, e.g. position-independent), which costs C_out·C_in·k + C_out·k·n. The backward
-map and the weight gradient factorise the gradient map g(o, p) the same way.
+map and the weight gradient factorise the gradient map g(o, p) the same way. A quenched
+mean map is signed, and its factorisation (the sign-weighted profile) is poor where the
+channels' border profiles differ: it takes the exact path up to ``MEAN_BUDGET_FACTOR``
+times the budget.
 """
 
 from __future__ import annotations
