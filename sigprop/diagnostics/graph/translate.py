@@ -164,7 +164,8 @@ class _Builder:
 
     def weight(self, base, x, mname, m, conv: bool) -> str:
         w, mask, attr = weight_arrays(m)
-        prm = {"w2": _square(w), "w": _np(w)}  # signed w: the quenched means
+        signed = _np(w)  # the quenched means (theory.propagation.dense)
+        prm = {"w2": np.square(signed), "w": signed}
         if mask is not None:
             prm["mask"] = mask01(mask)
         if getattr(m, "bias", None) is not None:
