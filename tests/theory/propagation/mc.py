@@ -178,6 +178,13 @@ def stats(x, pair=False):
     return out
 
 
+def collect(acc: dict, st: dict) -> None:
+    """Append each estimate of ``st`` that ``acc`` tracks (one replicate)."""
+    for key, values in acc.items():
+        if key in st:
+            values.append(st[key])
+
+
 def se_check(pred, reps, n_se=4.0, rel=0.0, what=""):
     """|pred − mean(reps)| ≤ n_se·SE + rel·|pred| elementwise (reps on axis 0)."""
     reps = np.asarray(reps, dtype=float)

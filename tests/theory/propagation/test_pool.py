@@ -159,10 +159,7 @@ def test_max_pool_of_a_position_dependent_mean_map_against_monte_carlo(hw, k, s,
             + sv * rng.standard_normal((b, c, 1, 1))
             + sw * rng.standard_normal((b, *shape))
         )
-        st = mc.stats(mc.max_pool(x, k, s, p)[0])
-        for key in acc:
-            if key in st:
-                acc[key].append(st[key])
+        mc.collect(acc, mc.stats(mc.max_pool(x, k, s, p)[0]))
     mc.se_check(pred.q, acc["q"], 5.0, what="q")
     mc.se_check(pred.mean, acc["mean"], 5.0, what="mean")
     mc.se_check(pred.cov_indep, acc["cov_indep"], 5.0, what="cov_indep")
