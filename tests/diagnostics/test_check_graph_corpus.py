@@ -24,6 +24,8 @@ from sigprop.diagnostics.collapse import check_collapse
 from sigprop.io import load_checkpoint
 from sigprop.nn.arch import build_model
 
+from .helpers import AttentionHead
+
 SHAPE = (3, 32, 32)
 
 
@@ -302,17 +304,8 @@ def test_mobilenet_v2_layerwise_95_is_connected_but_input_independent(tmp_path):
 
 
 def test_pt2_of_a_pruned_multihead_attention_counts_each_weight_once(tmp_path):
-    class Attn(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.MultiheadAttention(16, 4, batch_first=True)
-            self.o = nn.Linear(16, 3)
-
-        def forward(self, x):
-            return self.o(self.a(x, x, x, need_weights=False)[0])
-
     torch.manual_seed(0)
-    model = Attn().eval()
+    model = AttentionHead().eval()
     prune.l1_unstructured(model.a, "in_proj_weight", amount=0.5)
     prune.l1_unstructured(model.a.out_proj, "weight", amount=0.5)
     with pytest.warns(UserWarning):

@@ -23,6 +23,8 @@ from sigprop.diagnostics.collapse import check_collapse
 from sigprop.diagnostics.collapse.exact import effective_masks
 from sigprop.diagnostics.graph import capture
 
+from .helpers import AttentionHead
+
 _ROUNDOFF = 1e-11
 
 
@@ -133,18 +135,9 @@ def test_timm_vit_equals_the_gradient_oracle(density, seed):
 
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_multihead_attention_module_equals_the_oracle(batch_first):
-    class Attn(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.MultiheadAttention(16, 4, batch_first=batch_first)
-            self.o = nn.Linear(16, 3)
-
-        def forward(self, x):
-            return self.o(self.a(x, x, x, need_weights=False)[0])
-
     torch.manual_seed(0)
     # sequence-first: the example (1, 5, 16) is 5 sequences of one token each
-    masks = _assert_equal_to_oracle(Attn().double().eval(), (5, 16), 0.2, 3)
+    masks = _assert_equal_to_oracle(AttentionHead(batch_first).double().eval(), (5, 16), 0.2, 3)
     assert bool(masks["a.in_proj"][:32].any()) is batch_first  # q, k: one key, no effect
 
 

@@ -100,7 +100,7 @@ def allowed_keys(mask: Any, causal: bool, t: int, dtype: torch.dtype) -> torch.T
     return allowed.to(dtype)
 
 
-def attend(x: torch.Tensor, qkv: torch.Tensor, heads: int, allowed: torch.Tensor):
+def attend(qkv: torch.Tensor, heads: int, allowed: torch.Tensor):
     """The head mixing of packed 0/1 ``qkv`` (B, T, 3E) into (B, T, E) (module doc)."""
     b, t, e3 = qkv.shape
     e = e3 // 3
@@ -108,7 +108,7 @@ def attend(x: torch.Tensor, qkv: torch.Tensor, heads: int, allowed: torch.Tensor
         raise Unmappable(f"embedding {e} not divisible into {heads} heads")
     q, k, v = (z.reshape(b, t, heads, e // heads).transpose(1, 2) for z in qkv.split(e, -1))
     scores = binarise(q @ k.transpose(-1, -2))  # (B, H, T, T): depends on the input
-    several = (allowed.sum(-1) >= 2).to(x.dtype)  # a softmax over one key is constant
+    several = (allowed.sum(-1) >= 2).to(qkv.dtype)  # a softmax over one key is constant
     s_row = binarise((scores * allowed).sum(-1)) * several  # (B, H, T)
     v_row = binarise(allowed @ v)  # (B, H, T, d)
     out = binarise(v_row * (1.0 + s_row[..., None]))
@@ -124,7 +124,7 @@ def _mha(name: str, m: nn.MultiheadAttention, x, mask, causal: bool, kept_of):
         raise Unmappable(f"{name}: MultiheadAttention with separate q/k/v, bias_k or zero attn")
     tokens = x if m.batch_first else x.transpose(0, 1)
     qkv = _project(tokens, _j(name, "in_proj"), m, kept_of, "in_proj_weight")
-    heads = attend(tokens, qkv, m.num_heads, allowed_keys(mask, causal, tokens.shape[1], x.dtype))
+    heads = attend(qkv, m.num_heads, allowed_keys(mask, causal, tokens.shape[1], x.dtype))
     out = _project(heads, _j(name, "out_proj"), m.out_proj, kept_of)
     return out if m.batch_first else out.transpose(0, 1)
 
@@ -134,7 +134,7 @@ def _timm(name: str, m: nn.Module, x, kept_of):
         if not isinstance(getattr(m, sub, nn.Identity()), nn.Identity):
             raise Unmappable(f"{name}: timm attention with a {sub} that is not Identity")
     qkv = _project(x, _j(name, "qkv"), m.qkv, kept_of)
-    heads = attend(x, qkv, int(m.num_heads), allowed_keys(None, False, x.shape[1], x.dtype))
+    heads = attend(qkv, int(m.num_heads), allowed_keys(None, False, x.shape[1], x.dtype))
     return _project(heads, _j(name, "proj"), m.proj, kept_of)
 
 

@@ -171,24 +171,29 @@ def _out_sizes(output_size, n):
     return sizes
 
 
-def _window_sum(values: np.ndarray, tables) -> np.ndarray:
+def _taps(values: np.ndarray, tables):
+    """Per tap of the window: ``values`` at its entry (C, *n_out), zero where the tap reads
+    padding, and the entry's class index per dim (the padding class is the last)."""
     padded = np.pad(values, [(0, 0)] + [(0, 1)] * len(tables))
-    total = 0.0
     for taps in np.ndindex(*[t.shape[0] for t in tables]):
-        total = total + G.take(padded, [t[k] for t, k in zip(tables, taps)])
+        idx = [t[k] for t, k in zip(tables, taps)]
+        yield G.take(padded, idx), [i < n - 1 for i, n in zip(idx, padded.shape[1:])]
+
+
+def _window_sum(values: np.ndarray, tables) -> np.ndarray:
+    total = 0.0
+    for entry, _ in _taps(values, tables):
+        total = total + entry
     return total
 
 
 def _window_entries(values: np.ndarray, tables):
     """Per tap of the window, ``values`` at its entry: (T, C, *n_out), and whether the tap
     reads the map (not padding): (T, *n_out)."""
-    padded = np.pad(values, [(0, 0)] + [(0, 1)] * len(tables))
     entries, valid = [], []
-    for taps in np.ndindex(*[t.shape[0] for t in tables]):
-        idx = [t[k] for t, k in zip(tables, taps)]
-        entries.append(G.take(padded, idx))
-        ok = [(i < n - 1) for i, n in zip(idx, padded.shape[1:])]
-        valid.append(functools.reduce(np.multiply.outer, ok) if len(ok) > 1 else ok[0])
+    for entry, ok in _taps(values, tables):
+        entries.append(entry)
+        valid.append(functools.reduce(np.multiply.outer, ok))
     return np.stack(entries), np.stack(valid).astype(bool)
 
 

@@ -22,15 +22,9 @@ from . import mc
 
 def _record(shape, mu, noise):
     """Input record: channel means ``mu`` (C,), iid N(0, noise²) fluctuations."""
-    m = Moments.gaussian_input(shape, 1.0)
-    c, p = shape[0], int(np.prod(shape[1:]))
-    mean = mu.reshape((c,) + (1,) * (len(shape) - 1))
-    base = Moments(
-        m.grid, np.zeros(m.q_cls.shape), np.zeros(m.q_cls.shape), np.zeros(c), np.zeros(c)
-    )
-    white = base.replace(q_cls=np.full(m.q_cls.shape, noise**2))
-    assert p >= 1
-    return white.plus_mean(np.broadcast_to(mean, m.q_cls.shape))
+    white = Moments.gaussian_input(shape, noise**2)
+    mean = mu.reshape((shape[0],) + (1,) * (len(shape) - 1))
+    return white.plus_mean(np.broadcast_to(mean, white.q_cls.shape))
 
 
 def _inputs(rng, b, shape, mu, noise):
