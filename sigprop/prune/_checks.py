@@ -48,7 +48,7 @@ def _all_finite(t: torch.Tensor) -> bool:
     return math.isfinite(float(t.sum())) or bool(torch.isfinite(t).all())
 
 
-def _check_scores(scores: Mapping[str, torch.Tensor]) -> None:
+def _check_scores(scores: Mapping[str, torch.Tensor], finite: bool = True) -> None:
     if not isinstance(scores, Mapping) or len(scores) == 0:
         raise InvalidInput("scores must be a non-empty mapping {parameter name: score tensor}")
     for name, s in scores.items():
@@ -58,6 +58,6 @@ def _check_scores(scores: Mapping[str, torch.Tensor]) -> None:
             raise InvalidInput(f"scores for {name!r} must be real numbers, got dtype {s.dtype}")
         if s.numel() == 0:
             raise InvalidInput(f"scores for {name!r} are empty")
-        if not _all_finite(s):
+        if finite and not _all_finite(s):
             bad = "NaN" if torch.isnan(s).any() else "inf"
             raise InvalidInput(f"scores for {name!r} contain {bad}")

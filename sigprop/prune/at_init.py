@@ -252,6 +252,7 @@ def prune_at_init(
             dense=dense,
             counts=counts,
             counting=counting,
+            assume_finite=getattr(session, "finite_scores", False),
         )
         masks.update({name: masks[owner] for name, owner in tied.items()})
         if session.model is not model or len(densities) > 1:

@@ -11,8 +11,10 @@ shared. Everything else has a default a subclass may override:
 * :meth:`Scorer.score` -- one round: checks, the train/eval mode, ``compute_scores``;
 * :meth:`Scorer.session` -- the object the iterative loop of
   :func:`~sigprop.prune.at_init.prune_at_init` drives (``.model``, ``.scores()``,
-  ``.set_masks(masks)``). The default scores the model itself each round and ``apply``s the
-  masks to it; SynFlow overrides it to score a private linearised copy.
+  ``.set_masks(masks)``, and optionally ``.finite_scores``: whether ``scores()`` checks
+  its scores finite itself, so that selection need not scan them). The default scores the
+  model itself each round and ``apply``s the masks to it; SynFlow overrides it to score a
+  private linearised copy.
 
 :class:`ScoreMethod` makes a scorer of a plain function ``fn(model, data, **kw)``.
 """
@@ -104,6 +106,8 @@ class Scorer(abc.ABC):
 
 class DirectSession:
     """Score the model itself every round; masks are ``apply``'d to it."""
+
+    finite_scores = False  # a scorer's scores are checked by ``select``
 
     def __init__(self, scorer: Scorer, model, data, mode, kwargs):
         self.scorer, self.model, self.data, self.mode, self.kwargs = (

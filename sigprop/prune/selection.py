@@ -136,27 +136,29 @@ def _from_bands(bands, thr, k: int, one_value: bool) -> list[torch.Tensor]:
     """The top-k masks from :func:`_kth_largest`'s bracket, with no further pass over all
     entries. ``bands`` holds per layer the eligible entries above the bracket (a fresh
     boolean array, kept as is), those inside it (a boolean array for a one-value band, else
-    their indices and values) and their number.
+    their indices and values), their number and the number above.
 
     A one-value band (``one_value``: every entry in it equals ``thr``; the tie is the
     threshold, e.g. the zero scores of weights no input reaches, millions in a ResNet on
-    32x32 inputs) is kept
-    whole with one boolean OR per layer, and the surplus of ties is dropped from the end:
-    whole layers' bands from the last layer backwards, then the last indices of one layer.
-    A wider band is gathered by index (it is small: the sample's bracket) and its entries at
-    or above ``thr`` are kept; ties at ``thr`` beyond ``k`` are dropped from the end."""
+    32x32 inputs) is kept whole with one boolean OR per layer, and the surplus of ties is
+    dropped from the end: whole layers' bands from the last layer backwards, then the last
+    indices of one layer. A wider band is gathered by index (it is small: the sample's
+    bracket) and its entries at or above ``thr`` are kept; ties at ``thr`` beyond ``k`` are
+    dropped from the end."""
     keeps, ties, kept = [], [], 0
-    for over, band, n in bands:
-        if one_value:  # band: the boolean entries inside
+    for over, band, n, n_over in bands:
+        if one_value:  # band: the boolean entries inside, all equal to thr
             keep = over | band if n else over
             ties.append((band, n))
+            kept += n_over + n
         else:  # band: (indices inside, their values)
             idx, vals = band
-            over[idx[vals >= thr]] = True
+            up = idx[vals >= thr]
+            over[up] = True
             keep = over
             tied = idx[vals == thr]
             ties.append((tied, tied.size))
-        kept += int(np.count_nonzero(keep))
+            kept += n_over + up.size
         keeps.append(keep)
     surplus = kept - k
     for i in reversed(range(len(keeps))):
@@ -201,8 +203,9 @@ def _kth_largest(arrs, elig, k: int, m: int, backend):
     ``torch.kthvalue`` off the CPU). Large ones (numpy only): a strided sample of the
     concatenation (a prime stride, so that it does not follow a layer's kernel or channel
     period) brackets the answer between two sample quantiles ``lo ≤ hi`` chosen six binomial
-    standard deviations either side of the target rank; one counting pass finds the entries
-    above ``hi`` and gathers those in [lo, hi], and a partition of that band gives the
+    standard deviations either side of the target rank; one pass finds the entries above
+    ``hi`` and gathers those in [lo, hi] (comparing each entry once when most or few are
+    kept, as in every round of iterative pruning), and a partition of that band gives the
     answer. If the bracket missed (a rare sample, or heavy ties) the full selection runs.
     Only the cost depends on the sample, never the result: selecting over
     11·10⁶ scores (ResNet-18) costs a few passes instead of a partition of all of them.
@@ -235,31 +238,95 @@ def _kth_largest(arrs, elig, k: int, m: int, backend):
     pos = n * (1.0 - q)  # ascending index of the k-th largest in the sample
     delta = 6.0 * math.sqrt(n * q * (1.0 - q)) + 8.0
     i_lo, i_hi = math.floor(pos - delta), math.ceil(pos + delta)
-    lo = -np.inf if i_lo < 0 else np.partition(s, min(i_lo, n - 1))[min(i_lo, n - 1)]
-    hi = np.inf if i_hi >= n else np.partition(s, max(i_hi, 0))[max(i_hi, 0)]
-    above, inside_count, bands = 0, 0, []
-    for a, e in zip(arrs, elig):
-        over = np.greater(a, hi)
-        inside = np.greater_equal(a, lo)
-        inside ^= over  # lo <= a <= hi (over is a subset of inside's >= lo)
-        if e is not None:
-            over &= e
-            inside &= e
-        n_over, n_in = int(np.count_nonzero(over)), int(np.count_nonzero(inside))
-        above += n_over
-        inside_count += n_in
-        bands.append((over, inside, n_in))
-    need = k - above
-    if not 1 <= need <= inside_count:
-        return exact(), None, False
+    j_lo, j_hi = min(max(i_lo, 0), n - 1), min(max(i_hi, 0), n - 1)
+    ends = np.partition(s, [j_lo, j_hi])  # one selection for both ends of the bracket
+    lo = -np.inf if i_lo < 0 else ends[j_lo]
+    hi = np.inf if i_hi >= n else ends[j_hi]
     if lo == hi:  # the band is one tied value (e.g. the zero scores of unused weights)
+        bands = [_tied_band(a, e, lo) for a, e in zip(arrs, elig)]
+    elif q >= _ONE_SIDED:
+        bands = [_band_below(a, e, lo, hi) for a, e in zip(arrs, elig)]
+    elif q <= 1.0 - _ONE_SIDED:
+        bands = [_band_above(a, e, lo, hi) for a, e in zip(arrs, elig)]
+    else:
+        bands = [_band_between(a, e, lo, hi) for a, e in zip(arrs, elig)]
+    need = k - sum(b[3] for b in bands)
+    if not 1 <= need <= sum(b[2] for b in bands):
+        return exact(), None, False
+    if lo == hi:
         return lo, bands, True
-    gathered = []
-    for a, (over, inside, n) in zip(arrs, bands):
-        idx = np.flatnonzero(inside) if n else np.empty(0, dtype=np.intp)
-        gathered.append((over, (idx, a[idx]), n))
-    b = np.concatenate([vals for _, (_, vals), _ in gathered])
-    return np.partition(b, b.size - need)[b.size - need], gathered, False
+    b = np.concatenate([vals for _, (_, vals), _, _ in bands])
+    return np.partition(b, b.size - need)[b.size - need], bands, False
+
+
+#: a top-k that keeps at least this fraction of the eligible entries (or at most one minus
+#: it) compares every entry once, with the bracket's far end, and sorts out the few on the
+#: near side by index (:func:`_band_below`, :func:`_band_above`); in between, two
+#: comparisons per entry (:func:`_band_between`) are cheaper than gathering many indices
+_ONE_SIDED = 0.85
+
+
+def _tied_band(a, e, v):
+    """A band of one value ``v``: ``(over, band, n_band, n_over)``, the eligible entries
+    above ``v`` and those equal to it as boolean arrays, and their numbers."""
+    over = np.greater(a, v)
+    band = np.equal(a, v)
+    if e is not None:
+        over &= e
+        band &= e
+    return over, band, int(np.count_nonzero(band)), int(np.count_nonzero(over))
+
+
+def _band_between(a, e, lo, hi):
+    """Two comparisons per entry: ``(over, (idx, vals), n_band, n_over)``, the eligible
+    entries above ``hi`` as a boolean array, the indices and values of those in [lo, hi],
+    and their numbers."""
+    over = np.greater(a, hi)
+    inside = np.greater_equal(a, lo)
+    inside ^= over  # lo <= a <= hi (over is a subset of inside's >= lo)
+    if e is not None:
+        over &= e
+        inside &= e
+    idx = np.flatnonzero(inside)
+    return over, (idx, a[idx]), idx.size, int(np.count_nonzero(over))
+
+
+def _band_below(a, e, lo, hi):
+    """As :func:`_band_between` with one comparison per entry, for a top-k that keeps most
+    entries: those not above ``hi`` are few, and are gathered and sorted by value."""
+    over = np.greater(a, hi)
+    rest = np.logical_not(over) if e is None else np.greater(e, over)  # eligible, <= hi
+    if e is not None:
+        over &= e
+    cand = np.flatnonzero(rest)
+    vals = a[cand]
+    inside = vals >= lo
+    return (
+        over,
+        (cand[inside], vals[inside]),
+        int(np.count_nonzero(inside)),
+        int(np.count_nonzero(over)),
+    )
+
+
+def _band_above(a, e, lo, hi):
+    """As :func:`_band_between` with one comparison per entry, for a top-k that keeps few
+    entries: those at or above ``lo`` are gathered and sorted by value."""
+    cand = np.greater_equal(a, lo)
+    if e is not None:
+        cand &= e
+    cand = np.flatnonzero(cand)
+    vals = a[cand]
+    top = vals > hi
+    over = np.zeros(a.shape, dtype=bool)
+    over[cand[top]] = True
+    inside = ~top
+    return (
+        over,
+        (cand[inside], vals[inside]),
+        int(np.count_nonzero(inside)),
+        int(np.count_nonzero(top)),
+    )
 
 
 def select(
@@ -272,6 +339,7 @@ def select(
     dense: Iterable[str] = (),
     counts: Mapping[str, int] | None = None,
     counting: str = "round",
+    assume_finite: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Keep the highest-scoring weights: exact counts, deterministic ties.
 
@@ -303,6 +371,10 @@ def select(
         ERK, smart ratios); replaces the per-layer ``kept_count(density, n_l)``.
     counting
         ``"round"`` or ``"official"``: how ``density`` becomes a count (:func:`kept_count`).
+    assume_finite
+        Skip the scan that refuses NaN and infinite scores (one pass over all of them), for
+        scores their producer has checked (SynFlow's rounds in
+        :func:`~sigprop.prune.at_init.prune_at_init`).
 
     Returns
     -------
@@ -312,7 +384,7 @@ def select(
     Ties: among equal scores the entry with the smaller flat index wins, where the flat
     index runs over the layers in the order of ``scores`` (row-major inside each layer).
     """
-    _check_scores(scores)
+    _check_scores(scores, finite=not assume_finite)
     density = check_density(density)
     if scope not in _SCOPES:
         raise InvalidInput(f"unknown scope {scope!r}; choose one of {', '.join(_SCOPES)}")

@@ -72,9 +72,9 @@ class SynFlowSession:
     * overflow: deep nets make R overflow float32 (R grows like (width·σ_w)^depth). With
       ``dtype=None`` a float32 model is scored in float32 while R stays within
       ``[1e-15, 1e15]`` and in float64 otherwise (decided each round: a round whose R
-      leaves the range is recomputed in float64, and once pruning has brought R back within
-      ``[1e-14, 1e14]`` the next rounds return to float32); a non-finite R in float64
-      raises ``ValueError``. Pass ``dtype=torch.float64`` to always use float64.
+      leaves the range, or with a score that is not finite, is recomputed in float64, and
+      once pruning has brought R back within ``[1e-14, 1e14]`` the next rounds return to
+      float32); a non-finite R or score in float64 raises ``ValueError``. Pass ``dtype=torch.float64`` to always use float64.
 
     ``session.model`` is the copy; :meth:`set_masks` updates its masks between rounds
     (iterative SynFlow).
@@ -202,8 +202,11 @@ class SynFlowSession:
             prev[changed] = False
         return True
 
+    #: the scores this session returns are checked finite (``select`` need not scan them)
+    finite_scores = True
+
     def scores(self) -> Scores:
-        """One round of SynFlow scores |θ ⊙ ∂R/∂θ| on the copy (higher = keep)."""
+        """One round of SynFlow scores |θ ⊙ ∂R/∂θ| on the copy (higher = keep), finite."""
         names = list(self.layers)
         while True:
             weights = [self.layers[n].weight for n in names]
@@ -216,18 +219,20 @@ class SynFlowSession:
             if ok:
                 # no explicit gradient masking: pruned positions score 0, as either the layer
                 # computes with weight*mask (∂R/∂weight = 0 there) or the weight is 0
-                grads = _grads(r, weights)
-                break
+                scores = _products(names, weights, _grads(r, weights))
+                if scores is not None:
+                    break
+                what = "its scores are"
+            else:
+                what = f"its objective R = {value} is"
             del r  # R alone decides the precision: no backward pass for a refused round
             if self._auto and self.dtype != torch.float64:
                 self._to(torch.float64)
                 continue
             raise InvalidInput(
-                f"SynFlow objective R = {value} is not finite in {self.dtype}; the network "
-                "is too deep for this precision"
+                f"SynFlow: {what} not finite in {self.dtype}; the network is too deep for "
+                "this precision"
             )
-        # _grads' tensors are fresh and distinct: the scores are computed in place
-        scores = {n: g.mul_(w.detach()).abs_() for n, w, g in zip(names, weights, grads)}
         if self._auto and self.dtype == torch.float64 and _BACK_TO_FLOAT32[0] <= value:
             if value <= _BACK_TO_FLOAT32[1]:
                 # pruning only removes paths of R's non-negative terms (|W|, |b|, sums,
@@ -237,6 +242,24 @@ class SynFlowSession:
                 # round back to float64
                 self._to(torch.float32)
         return scores
+
+
+def _products(names, weights, grads) -> Scores | None:
+    """|θ ⊙ ∂R/∂θ| per layer, computed in place in ``grads`` (``_grads``' tensors are fresh
+    and distinct), or ``None`` if a score is not finite.
+
+    The copy's weights are |θ| ≥ 0 and, where every value in the network is non-negative
+    (no norm layer centring with a nonzero mean), so is ∂R/∂θ: one read pass
+    (``torch.aminmax``) finds the sign and finiteness together, and |·| is taken only for a
+    layer with a negative product."""
+    scores = {}
+    for n, w, g in zip(names, weights, grads):
+        s = g.mul_(w.detach())
+        lo, hi = (float(v) for v in torch.aminmax(s))
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return None
+        scores[n] = s.abs_() if lo < 0 else s
+    return scores
 
 
 def _synflow_input_shape(model, data, input_shape) -> tuple[int, ...]:

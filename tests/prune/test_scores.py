@@ -236,6 +236,70 @@ def test_synflow_float32_matches_float64_in_safe_range():
         torch.testing.assert_close(s32[n].double(), s64[n], rtol=1e-6, atol=0)
 
 
+def test_synflow_scores_are_magnitudes_where_a_running_mean_makes_products_negative():
+    # eval-mode BatchNorm subtracts |running mean|: a large one makes the normalised values
+    # negative, so the last layer's θ ⊙ ∂R/∂θ is negative there and its score is |·|
+    g = torch.Generator().manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+        model[1].running_mean.copy_(torch.tensor([40.0, -40.0, 0.5, 0.0]))
+        model[1].running_var.copy_(torch.tensor([2.0, 0.5, 1.0, 3.0]))
+    M.attach_masks(model)
+    w1, b1 = model[0].weight.detach().abs().requires_grad_(), model[0].bias.detach().abs()
+    w2, b2 = model[2].weight.detach().abs().requires_grad_(), model[2].bias.detach().abs()
+    bn = model[1]
+    h = w1 @ torch.ones(5, dtype=torch.float64) + b1
+    h = (h - bn.running_mean.abs()) / (bn.running_var.abs() + bn.eps).sqrt()
+    h = h * bn.weight.detach().abs() + bn.bias.detach().abs()
+    r = (w2 @ h + b2).sum()
+    g1, g2 = torch.autograd.grad(r, (w1, w2))
+    raw2 = w2.detach() * g2
+    assert (raw2 < 0).any() and (raw2 > 0).any()  # the |·| matters for this layer
+    scores = S.synflow_scores(model)
+    # float64; the hand-written forward sums in another order (1e-12)
+    torch.testing.assert_close(scores["0.weight"], (w1.detach() * g1).abs(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(scores["2.weight"], raw2.abs(), rtol=1e-12, atol=0)
+
+
+def test_synflow_reruns_in_float64_when_a_float32_score_overflows():
+    # three 1x1 layers: R = 1e-40 · 1e20 · 1e20 = 1 is inside float32's trusted range, but
+    # ∂R/∂θ₁ = 1e40 is not a float32 number: that round is scored again in float64
+    model = nn.Sequential(*(nn.Linear(1, 1, bias=False) for _ in range(3)))
+    with torch.no_grad():
+        for lin, v in zip(model, (1e-40, 1e20, 1e20)):
+            lin.weight.fill_(v)
+    M.attach_masks(model)
+    session = S.SynFlowSession(model)
+    assert session.dtype == torch.float32
+    auto = session.scores()  # (R = 1: the next round tries float32 again)
+    exact = S.synflow_scores(model, dtype=torch.float64)
+    for n in exact:
+        assert auto[n].dtype == torch.float64
+        assert torch.equal(auto[n], exact[n])
+    # every score is R = 1, up to float32's subnormal 1e-40 (spacing 2^-149 ≈ 1.4e-45:
+    # relative 1.4e-5)
+    for n in exact:
+        torch.testing.assert_close(
+            auto[n], torch.ones(1, 1, dtype=torch.float64), rtol=1.5e-5, atol=0
+        )
+
+
+def test_select_assume_finite_skips_only_the_scan():
+    from sigprop.prune.selection import select
+
+    g = torch.Generator().manual_seed(0)
+    scores = {"a": torch.randn(40, generator=g), "b": torch.randn(7, 3, generator=g)}
+    for d in (0.1, 0.5, 0.9):
+        plain = select(scores, d)
+        fast = select(scores, d, assume_finite=True)
+        assert all(torch.equal(plain[n], fast[n]) for n in scores)
+    bad = dict(scores, a=torch.full((40,), float("nan")))
+    with pytest.raises(ValueError, match="NaN"):
+        select(bad, 0.5)
+
+
 class _BufferOnlyLinear(nn.Linear):
     """Prunable by the documented contract (a ``weight`` and a ``weight_mask`` buffer) but
     computing with the raw weight: only zeroed weights keep it masked."""
