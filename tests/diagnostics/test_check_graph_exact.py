@@ -1,6 +1,8 @@
 """Exact weight-level effective sparsity (Vysogorets & Kempe, arXiv 2107.02306, Sec. 3).
 
-Checked against the definition two ways, both exact (integer arithmetic in float64):
+Checked against the definition two ways, both exact (integer arithmetic; the counts are
+made in float32 where they are bounded below 2^24, as on every net here, and the oracle
+runs in float64):
 
 * functionally: zeroing every weight called ineffective leaves the output of the real
   network (float64, biases and batch-norm shifts zero so that an unreached unit is exactly
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sigprop.diagnostics.collapse import check_collapse
+from sigprop.diagnostics.collapse import exact as E
 from sigprop.diagnostics.collapse.exact import effective_masks
 from sigprop.diagnostics.graph import capture
 
@@ -131,3 +134,41 @@ def test_vgg16_at_density_001_exact_is_at_most_channel_level():
     for layer in report.layers:
         assert layer.effective_kept <= layer.channel_effective_kept, layer.name
     assert report.effective_sparsity >= report.channel_effective_sparsity
+
+
+def test_the_count_bound_chooses_float32_only_below_2_to_the_24():
+    assert E.count_bound([10, 300, 7], 3) == 900
+    assert E.counting_dtype(10**6, E.FLOAT32_COUNTS - 1) == torch.float32
+    assert E.counting_dtype(10**6, E.FLOAT32_COUNTS) == torch.float64
+    assert E.counting_dtype(10**6) == torch.float64  # no bound: float64 while it fits
+    assert E.counting_dtype(E.FLOAT64_BYTES) == torch.float32
+
+
+def test_float32_counts_equal_float64_counts_on_a_pruned_resnet(monkeypatch):
+    # torchvision ResNet-18 at 32x32 (bound: 64 x 16 x 16 activations, 512x512x3x3 weights,
+    # read by at most 2 operations: 4.7e6 < 2^24) against the same count forced to float64
+    from sigprop.nn.arch import build_model
+
+    torch.manual_seed(0)
+    model = build_model("torchvision:resnet18", num_classes=10)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(torch.rand(m.weight.shape, generator=g) < 0.03)
+    captured = capture(model, input_shape=(3, 32, 32))
+    assert (
+        E._count_bound(
+            captured,
+            [m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))],
+        )
+        < E.FLOAT32_COUNTS
+    )
+    fast, reason = effective_masks(captured)
+    assert reason is None
+    monkeypatch.setattr(E, "counting_dtype", lambda numel, bound=None: torch.float64)
+    slow, _ = effective_masks(captured)
+    assert fast.keys() == slow.keys()
+    for name in fast:
+        assert torch.equal(fast[name], slow[name]), name
+    assert 0 < sum(int(m.sum()) for m in fast.values()) < sum(int(m.numel()) for m in fast.values())
