@@ -31,8 +31,6 @@ from sigprop.prune._checks import _all_finite as _all_finite
 from sigprop.prune._checks import _check_scores as _check_scores
 from sigprop.prune._checks import validate_mask
 from sigprop.prune.interop import convert_from_torch_prune, from_torch_prune, to_torch_prune
-from sigprop.prune.selection import _kth_largest as _kth_largest
-from sigprop.prune.selection import _topk_masks as _topk_masks
 from sigprop.prune.selection import kept_count, schedule, select
 from sigprop.validate import InvalidInput
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from sigprop.nn import MaskedLinear
 from sigprop.prune import masks as M
+from sigprop.prune.topk import topk_masks
 
 
 def _reference_select(scores: dict, k: int) -> dict:
@@ -80,8 +81,8 @@ def test_torch_and_numpy_selection_backends_agree(shapes, k, seed):
     flats = [torch.randint(0, 3, (math.prod(s),), generator=g).float() for s in shapes]
     elig = [torch.rand(f.shape, generator=g) < 0.7 if i % 2 else None for i, f in enumerate(flats)]
     k = min(k, sum(int(f.numel() if e is None else e.sum()) for f, e in zip(flats, elig)))
-    a = M._topk_masks(flats, k, elig, use_numpy=True)
-    b = M._topk_masks(flats, k, elig, use_numpy=False)
+    a = topk_masks(flats, k, elig, use_numpy=True)
+    b = topk_masks(flats, k, elig, use_numpy=False)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert sum(int(x.sum()) for x in a) == k
     assert all(not (x & ~e).any() for x, e in zip(a, elig) if e is not None)

@@ -4,7 +4,7 @@ full selection: identical masks, with ties, eligibility and a bracket that misse
 import pytest
 import torch
 
-from sigprop.prune import selection as SEL
+from sigprop.prune import topk as TK
 
 
 def _case(seed, ties):
@@ -24,7 +24,7 @@ def _case(seed, ties):
 @pytest.mark.parametrize("ties", [False, True])
 def test_sampled_bracket_matches_full_selection(seed, ties):
     flats, elig, m, g = _case(seed, ties)
-    assert m > SEL._SMALL  # the sampled path runs
+    assert m > TK._SMALL  # the sampled path runs
     # k/m below 0.15, between, and above 0.85 (every round of SynFlow's schedule keeps
     # about 0.977 of the eligible weights): the three ways of reading the bracket
     for k in (
@@ -35,8 +35,8 @@ def test_sampled_bracket_matches_full_selection(seed, ties):
         m - m // 40,
         m - 1,
     ):
-        a = SEL._topk_masks(flats, k, elig, use_numpy=True)
-        b = SEL._topk_masks(flats, k, elig, use_numpy=False)
+        a = TK.topk_masks(flats, k, elig, use_numpy=True)
+        b = TK.topk_masks(flats, k, elig, use_numpy=False)
         assert sum(int(x.sum()) for x in a) == k
         for x, y in zip(a, b):
             assert torch.equal(x, y)
@@ -45,9 +45,9 @@ def test_sampled_bracket_matches_full_selection(seed, ties):
 def test_a_missed_bracket_falls_back(monkeypatch):
     flats, elig, m, _ = _case(0, False)
     k = m // 3
-    ref = SEL._topk_masks(flats, k, elig, use_numpy=False)
+    ref = TK.topk_masks(flats, k, elig, use_numpy=False)
     # a bracket of zero width around a wrong rank cannot hold the answer: full selection
-    monkeypatch.setattr(SEL.math, "sqrt", lambda x: -1e9)
-    got = SEL._topk_masks(flats, k, elig, use_numpy=True)
+    monkeypatch.setattr(TK.math, "sqrt", lambda x: -1e9)
+    got = TK.topk_masks(flats, k, elig, use_numpy=True)
     for x, y in zip(got, ref):
         assert torch.equal(x, y)
