@@ -114,6 +114,11 @@ def test_measured_channel_statistics_against_float64(shift, tok):
     assert got["mean"] == pytest.approx(float(yd.mean()), rel=1e-6, abs=1e-9)
     assert got["avg_sq_ch_mean"] == pytest.approx(float(per_ch.mean(1).pow(2).mean()), rel=1e-6)
     assert got["avg_ch_var"] == pytest.approx(float(per_ch.var(1).mean()), rel=1e-4)
+    # pairs (0, 1), (2, 3), ...: the polarisation identity's rounding is ~1e-7 of the
+    # pair's squared norms, so ~1e-7 absolute on the correlation
+    a, b = yd[0::2], yd[1::2]
+    corr = float((a * b).sum()) / (0.5 * float((a * a + b * b).sum()))
+    assert got["correlation"] == pytest.approx(corr, abs=1e-6)
 
 
 def test_measure_nodes_only_skips_the_layer_pass():
