@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sigprop.theory.pruned.dct import dct_matrix as _theory_dct_matrix
 from sigprop.validate import positive_int
 
 
@@ -24,9 +23,13 @@ def dct_matrix(
     orthonormal DCT-II matrix, N = max(n_in, n_out) (arXiv 2102.07655 §3). For reference
     and diagnostics only; the layers never build it. The formula is
     :func:`sigprop.theory.pruned.dct_matrix`, here as a tensor."""
+    # imported here: importing sigprop.nn (every checkpoint check) need not load the theory
+    # package and scipy (≈ 0.4 s)
+    from sigprop.theory.pruned.dct import dct_matrix as theory_dct_matrix
+
     positive_int(n_out, "n_out")
     positive_int(n_in, "n_in")
-    d = _theory_dct_matrix(n_out, n_in)
+    d = theory_dct_matrix(n_out, n_in)
     return torch.as_tensor(d, dtype=torch.float64, device=device).to(dtype)
 
 
