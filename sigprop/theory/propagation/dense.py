@@ -51,6 +51,7 @@ from sigprop.theory.propagation.weights import (
     bias_terms,
     check_signed,
     kept_mask,
+    kept_only,
     kept_sum,
     w2_array,
 )
@@ -131,7 +132,7 @@ def linear_weight_grad(
     a = gg * G.class_weights(grid).reshape(-1) * p
     if per_weight:
         per = a @ qq.T + _batch_cross(g, m, p * (p - 1), p * p, batch_size)
-        return per if mask is None else per * mask
+        return kept_only(mask, per)
     # Σ_oi M_oi (A Qᵀ + u vᵀ + u′ v′ᵀ)_oi = Σ A ⊙ (M Q) + uᵀ M v + u′ᵀ M v′: one product with
     # the mask, no C_out × C_in temporaries (VGG's 25088 × 4096 classifier)
     b = positive_int(batch_size, "batch_size")

@@ -10,11 +10,13 @@ from sigprop.validate import InvalidInput, nonneg_array
 
 __all__ = [
     "Checked",
+    "Holes",
     "bias_terms",
     "check_mask",
     "check_signed",
     "check_w2",
     "kept_mask",
+    "kept_only",
     "kept_sum",
     "w2_array",
 ]
@@ -68,21 +70,57 @@ def w2_array(w2, ndim: int) -> np.ndarray:
     return w2
 
 
-def kept_mask(mask, w2: np.ndarray) -> np.ndarray | None:
-    """The layer's 0/1 mask; for ``None`` the kept pattern w2 > 0, or ``None`` again when
-    every weight is kept (the rules then sum without a mask: a fresh float64 mask of VGG's
-    25088 x 4096 classifier costs seconds of page faults for a product with ones)."""
+class Holes:
+    """A kept pattern that keeps every weight of a (C_out, C_in) layer but a few exact
+    zeros, held as their (rows, cols): a dense float64 mask of VGG's 25088 x 4096
+    classifier (822 MB, whose random init holds about a dozen exact zeros) costs seconds of
+    page faults for a product that is a sum minus a dozen terms."""
+
+    #: the largest fraction of zeros held this way (beyond it a dense mask is cheaper)
+    MAX_FRACTION = 0.01
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]):
+        self.rows, self.cols, self.shape = rows, cols, shape
+
+
+def kept_mask(mask, w2: np.ndarray) -> np.ndarray | Holes | None:
+    """The layer's 0/1 mask; for ``None`` the kept pattern w2 > 0: ``None`` again when every
+    weight is kept (the rules then sum without a mask), a :class:`Holes` when a matrix has
+    a few exact zeros, else a dense 0/1 array."""
     if mask is None:
         if w2.size == 0 or w2.min() > 0:
             return None
+        if w2.ndim == 2:
+            zeros = np.flatnonzero(w2 == 0)
+            if zeros.size <= Holes.MAX_FRACTION * w2.size:
+                rows, cols = np.unravel_index(zeros, w2.shape)
+                return Holes(rows, cols, w2.shape)
         return np.greater(w2, 0, out=np.empty(w2.shape), casting="unsafe")
     return check_mask(mask, w2).view(np.ndarray)
 
 
-def kept_sum(mask: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+def kept_sum(mask: np.ndarray | Holes | None, x: np.ndarray) -> np.ndarray:
     """M @ x over the input axis of x; with every weight kept (``None``), x summed over it
-    (broadcast against the output axis by the caller)."""
-    return x.sum(axis=0) if mask is None else mask @ x
+    (broadcast against the output axis by the caller); for :class:`Holes` that sum per
+    output row less the terms of its zeros."""
+    if mask is None:
+        return x.sum(axis=0)
+    if isinstance(mask, Holes):
+        out = np.repeat(x.sum(axis=0)[None], mask.shape[0], axis=0)
+        np.subtract.at(out, mask.rows, x[mask.cols])
+        return out
+    return mask @ x
+
+
+def kept_only(mask: np.ndarray | Holes | None, per: np.ndarray) -> np.ndarray:
+    """``per`` (the weight's shape) with the pruned entries zeroed."""
+    if mask is None:
+        return per
+    if isinstance(mask, Holes):
+        per = per.copy()
+        per[mask.rows, mask.cols] = 0.0
+        return per
+    return per * mask
 
 
 def check_signed(w, w2) -> np.ndarray:

@@ -24,6 +24,7 @@ from sigprop.theory.propagation import (
     linear_backward,
     linear_weight_grad,
 )
+from sigprop.theory.propagation.weights import Holes, kept_mask
 from sigprop.validate import InvalidInput
 
 from . import mc
@@ -277,12 +278,17 @@ def test_linear_weight_grad_total_is_the_sum_of_the_per_weight_terms():
 
 def test_no_mask_is_the_kept_pattern_and_all_kept_needs_no_mask():
     # mask=None reads w2 > 0 as the mask; with every weight kept the rules sum without one
-    # (no float64 mask is built): both must equal the explicit 0/1 mask to rounding
+    # (no float64 mask is built), with a few exact zeros they subtract those terms: all
+    # must equal the explicit 0/1 mask to rounding
     rng = np.random.default_rng(5)
     m = elementwise(conv(Moments.gaussian_input((4, 5, 5), 0.9), rng.random((6, 4, 3, 3))), "relu")
-    for w2 in (rng.random((7, 6)) + 0.1, rng.random((7, 6)) * (rng.random((7, 6)) < 0.5)):
+    holes = rng.random((50, 6)) + 0.1
+    holes[[3, 17], [5, 0]] = 0.0  # two exact zeros in 300: held as their indices (Holes)
+    assert isinstance(kept_mask(None, holes), Holes)
+    for w2 in (rng.random((7, 6)) + 0.1, rng.random((7, 6)) * (rng.random((7, 6)) < 0.5), holes):
         x = linear(m, w2)
-        gx = Grad(x.grid, rng.random((7, *x.q_cls.shape[1:])), rng.random(7), rng.random(7))
+        c = w2.shape[0]
+        gx = Grad(x.grid, rng.random((c, *x.q_cls.shape[1:])), rng.random(c), rng.random(c))
         ones = (w2 > 0).astype(float)
         for b in (1, 8):
             for per_weight in (False, True):
