@@ -302,11 +302,18 @@ def test_no_mask_is_the_kept_pattern_and_all_kept_needs_no_mask():
         rng.random((3, 6, 3, 3)) * (rng.random((3, 6, 3, 3)) < 0.5),
     ):
         y = conv(m, w2, stride=2, padding=1)
-        g = Grad(y.grid, rng.random(y.q_cls.shape))
+        g = Grad(y.grid, rng.random(y.q_cls.shape), rng.random(3), rng.random(3))
         ones = (w2 > 0).astype(float)
-        for per_weight in (False, True):
+        # per weight, and totals on the exact and the rank-1 path (budget 1), batch 1 and 8
+        for per_weight, budget, b in [
+            (False, 1e9, 1),
+            (True, 1e9, 1),
+            (False, 1.0, 8),
+            (False, 1e9, 8),
+        ]:
+            kw = dict(per_weight=per_weight, budget=budget, batch_size=b)
             np.testing.assert_allclose(
-                conv_weight_grad(m, g, w2, 2, 1, per_weight=per_weight),
-                conv_weight_grad(m, g, w2, 2, 1, mask=ones, per_weight=per_weight),
+                conv_weight_grad(m, g, w2, 2, 1, **kw),
+                conv_weight_grad(m, g, w2, 2, 1, mask=ones, **kw),
                 rtol=1e-12,
             )
