@@ -120,7 +120,10 @@ def torchvision_rows(reps: int) -> list[str]:
     x = torch.empty(32, 3, 224, 224)  # shapes only: describe never reads the values
     with _threads(1):
         spec, w_d, c_d = timed(lambda: describe(model, x), reps)
-        pred, w_p, c_p = timed(lambda: predict(spec, q0=1.0, c0=0.5), reps)
+        # the first call in a process (what a user's one call costs: max-pool tables are
+        # built and cached, the process's memory grows) apart from the calls after it
+        pred, w_1, c_1 = timed(lambda: predict(spec, q0=1.0, c0=0.5), 1)
+        pred, w_p, c_p = timed(lambda: predict(spec, q0=1.0, c0=0.5), reps + 2)
         _, w_f, c_f = timed(lambda: predict(spec, q0=1.0, c0=0.5, backward=False), reps)
     return [
         "## describe + predict, torchvision ResNet-50 at 224x224 (train mode, batch 32)",
@@ -131,10 +134,12 @@ def torchvision_rows(reps: int) -> list[str]:
         "| step | wall (s) | main-thread CPU (s) |",
         "|---|---|---|",
         f"| describe (capture + translate + walk) | {w_d:.3f} | {c_d:.3f} |",
-        f"| predict (engine forward + backward, records) | {w_p:.3f} | {c_p:.3f} |",
+        f"| predict, first call in the process | {w_1:.3f} | {c_1:.3f} |",
+        f"| predict (engine forward + backward, records), calls after it | {w_p:.3f} | {c_p:.3f} |",
         f"| predict(backward=False) (forward moments only) | {w_f:.3f} | {c_f:.3f} |",
         "",
         f"- target predict < 1 s (CPU): {'met' if c_p < 1.0 else 'NOT met on this run'} "
+        f"after the first call, {'met' if c_1 < 1.0 else 'NOT met'} by the first call "
         f"(forward only: {'met' if c_f < 1.0 else 'not met'})",
     ]
 
