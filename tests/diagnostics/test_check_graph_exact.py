@@ -119,16 +119,26 @@ def test_small_feature_maps_and_padding_are_counted():
     assert report.effective_exact and report.connected
 
 
-def test_vgg16_at_density_001_exact_is_at_most_channel_level():
+def _random_pruned(spec: str, density: float, seed: int) -> nn.Module:
+    """A torchvision model (weights=None, 10 classes) with its conv and linear weights zeroed
+    at random, keeping each with probability ``density``."""
     from sigprop.nn.arch import build_model
 
     torch.manual_seed(0)
-    model = build_model("torchvision:vgg16", num_classes=10)
-    g = torch.Generator().manual_seed(0)
+    model = build_model(spec, num_classes=10)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.mul_(torch.rand(m.weight.shape, generator=g) < 0.01)
+        for m in _weight_layers(model):
+            m.weight.mul_(torch.rand(m.weight.shape, generator=g) < density)
+    return model
+
+
+def _weight_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def test_vgg16_at_density_001_exact_is_at_most_channel_level():
+    model = _random_pruned("torchvision:vgg16", 0.01, seed=0)
     report = check_collapse(model, input_shape=(3, 32, 32))
     assert report.effective_exact, report.notes
     for layer in report.layers:
@@ -147,23 +157,10 @@ def test_the_count_bound_chooses_float32_only_below_2_to_the_24():
 def test_float32_counts_equal_float64_counts_on_a_pruned_resnet(monkeypatch):
     # torchvision ResNet-18 at 32x32 (bound: 64 x 16 x 16 activations, 512x512x3x3 weights,
     # read by at most 2 operations: 4.7e6 < 2^24) against the same count forced to float64
-    from sigprop.nn.arch import build_model
-
-    torch.manual_seed(0)
-    model = build_model("torchvision:resnet18", num_classes=10)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.mul_(torch.rand(m.weight.shape, generator=g) < 0.03)
+    model = _random_pruned("torchvision:resnet18", 0.03, seed=1)
     captured = capture(model, input_shape=(3, 32, 32))
-    assert (
-        E._count_bound(
-            captured,
-            [m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))],
-        )
-        < E.FLOAT32_COUNTS
-    )
+    weights = [m.weight.numel() for m in _weight_layers(model)]
+    assert E._count_bound(captured, weights) < E.FLOAT32_COUNTS
     fast, reason = effective_masks(captured)
     assert reason is None
     monkeypatch.setattr(E, "counting_dtype", lambda numel, bound=None: torch.float64)
