@@ -17,12 +17,13 @@ binarisation's backward pass binarises the gradient the same way (``(g > 0)``), 
 
 Every value is an integer count: a sum of 0/1 products over part of one tensor (a fan-in, a
 window, the positions a weight joins), so at most the size of the largest activation or
-weight tensor. Below ``2^24`` float32 holds every such integer and every partial sum
-exactly, in any summation order, and binarising at ``0.5`` keeps the result exact even
-where a convolution algorithm rounds. The computation therefore runs in float32 when that
-bound is below :data:`FLOAT32_COUNTS` (ResNet-50 at 224x224: 8·10⁵; half the memory traffic
-of float64 and the fast convolution kernels), else in float64 unless the 0/1 weight copies
-and their gradients would exceed :data:`FLOAT64_BYTES`.
+weight tensor, times the number of operations that read a tensor (its gradient sums
+theirs: :func:`count_bound`). Below ``2^24`` float32 holds every such integer and every
+partial sum exactly, in any summation order, and binarising at ``0.5`` keeps the result
+exact even where a convolution algorithm rounds. The computation therefore runs in float32
+when that bound is below :data:`FLOAT32_COUNTS` (ResNet-50 at 224x224: 4.7·10⁶; half the
+memory traffic of float64 and the fast convolution kernels), else in float64 unless the
+0/1 weight copies and their gradients would exceed :data:`FLOAT64_BYTES`.
 
 Zero padding contributes nothing, strides, dilation and groups are those of the real layer,
 max pooling is a window OR (as average pooling's sum: a path through any position of the
