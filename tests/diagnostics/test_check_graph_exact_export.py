@@ -183,3 +183,30 @@ def test_a_doctored_input_size_is_bounded(tmp_path):
     report = check_collapse(load_checkpoint(tmp_path / "big.pt2"))
     assert not report.effective_exact
     assert any("more than" in n and "elements" in n for n in report.notes)
+
+
+def test_float32_counts_where_the_run_bounds_them_equal_float64(tmp_path, monkeypatch):
+    # the forward pass's tensors bound every count (exact.count_bound) far below 2^24 here:
+    # the count stays in float32; forced to float64 (no bound is small enough) it is equal
+    from sigprop.diagnostics.collapse import exact_export as X
+
+    torch.manual_seed(5)
+    model = _zeroed(_Mixed().eval(), 0.3, 5)
+    path = _export(model, (3, 8, 8), tmp_path / "m.pt2")
+    program = load_checkpoint(path).exported
+    dtypes = []
+    init = X._Interpreter.__init__
+
+    def spy(self, params, layers, live, dtype):
+        dtypes.append(dtype)
+        init(self, params, layers, live, dtype)
+
+    monkeypatch.setattr(X._Interpreter, "__init__", spy)
+    fast, reason, _ = X.export_effective_masks(program)
+    assert reason is None and dtypes == [torch.float32]
+    monkeypatch.setattr(X, "FLOAT32_COUNTS", 0)
+    slow, _, _ = X.export_effective_masks(program)
+    assert dtypes == [torch.float32, torch.float32, torch.float64]
+    assert fast.keys() == slow.keys()
+    for name in fast:
+        assert torch.equal(fast[name], slow[name]), name

@@ -17,6 +17,9 @@ tensors. Parameters, buffers and constants start no path (zeros). Anything else
 (attention's ``matmul``/``softmax``/``scaled_dot_product_attention``, indexing by
 tensors) leaves the count unavailable, with the operator named.
 
+The counts are made in float32 where the tensors of the forward pass bound every count below
+2^24 (:func:`.exact.count_bound`), else as :func:`.exact.counting_dtype` decides.
+
 The program is specialised to the shapes it was exported with: the count is made for the
 example input's shape (its batch too; a symbolic dimension takes ``input_shape``, the
 batch 1), and a different ``input_shape`` is refused with a note, not guessed.
@@ -31,8 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from sigprop.diagnostics.collapse.exact import (
+    FLOAT32_COUNTS,
     adaptive_or,
     binarise,
+    count_bound,
     counting_dtype,
     group_mix,
     norm_mix,
@@ -162,13 +167,19 @@ def export_effective_masks(
                 layers[node] = params.layer(node, name, raw)
             except Unmappable as exc:
                 return None, f"exact effective sparsity not computed: {exc}", None
-    numel = sum(
-        _numel(layer.shape) for layer in {lay.name: lay for lay in layers.values()}.values()
-    )
-    run = _Interpreter(params, layers, live, counting_dtype(numel))
+    sizes = [_numel(lay.shape) for lay in {lay.name: lay for lay in layers.values()}.values()]
+
+    def run_in(dtype):
+        interpreter = _Interpreter(params, layers, live, dtype)
+        return interpreter, interpreter.forward(program, inputs[0], shape)
+
     try:
         with torch.enable_grad():
-            total = run.forward(program, inputs[0], shape)
+            # float32 where the tensors the forward pass made bound every count below 2^24
+            # (exact.count_bound: measured on this run, not read from the file's metadata)
+            run, total = run_in(torch.float32)
+            if count_bound([*sizes, run.largest], _readers(program)) >= FLOAT32_COUNTS:
+                run, total = run_in(counting_dtype(sum(sizes)))
             if total is not None and total.requires_grad:
                 total.backward()
     except Unmappable as exc:
@@ -178,6 +189,16 @@ def export_effective_masks(
         text = " ".join(str(exc).split())[:160]
         return None, f"exact effective sparsity not computed: {text}", None
     return run.masks(), None, tuple(shape[1:])
+
+
+def _readers(program: Any) -> int:
+    """The most operations that read one node of ``program``."""
+    users: dict[Any, int] = {}
+    for node in program.graph.nodes:
+        for a in _flat(list(node.args)) + _flat(dict(node.kwargs)):
+            if _is_node(a):
+                users[a] = users.get(a, 0) + 1
+    return max(users.values(), default=1)
 
 
 def _numel(shape) -> int:
@@ -195,6 +216,7 @@ class _Interpreter:
         self.dtype = dtype
         self.kept: dict[str, torch.Tensor] = {}  # 0/1 leaves
         self.keeps: dict[str, torch.Tensor] = {}  # the same, boolean
+        self.largest = 1  # the most elements of a tensor the forward pass made
 
     def kept_of(self, layer) -> torch.Tensor:
         if layer.name not in self.kept:
@@ -247,6 +269,9 @@ class _Interpreter:
                 env[node] = self._layer(name, self.layers[node], args, kwargs)
             else:
                 env[node] = self._op(node, name, args, kwargs)
+            for t in _flat(env[node]):
+                if isinstance(t, torch.Tensor):
+                    self.largest = max(self.largest, t.numel())
         if not outputs:
             return None
         return sum(o.sum() for o in outputs)
