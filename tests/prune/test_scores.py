@@ -298,6 +298,12 @@ def test_select_assume_finite_skips_only_the_scan():
     bad = dict(scores, a=torch.full((40,), float("nan")))
     with pytest.raises(ValueError, match="NaN"):
         select(bad, 0.5)
+    # without the scan an infinite score is ranked, not refused: it is the largest
+    top = dict(scores, a=torch.where(torch.arange(40) == 7, float("inf"), scores["a"]))
+    with pytest.raises(ValueError, match="inf"):
+        select(top, 0.01)
+    kept = select(top, 1 / 61, assume_finite=True)  # one weight of 61
+    assert kept["a"][7] and int(kept["a"].sum() + kept["b"].sum()) == 1
 
 
 class _BufferOnlyLinear(nn.Linear):

@@ -429,11 +429,12 @@ def conv_weight_grad(
         # every weight kept: the sums over (o, i, t) factorise per group, no mask of ones
         cross = float(np.sum(gp.sum(axis=1) * cp.sum(axis=1))) * float(np.sum(nt * (nt - 1)))
         cross += (bsz - 1) * float(np.sum(gi.sum(axis=1) * ci.sum(axis=1))) * float(np.sum(nt * nt))
+        qsum = qq.sum(axis=1)  # (g, b): Σ over a group's input channels
         if exact:
-            hh = h.reshape(groups, cog, geo.taps, -1).sum(axis=(1, 2))  # (g, b)
-            return float(np.sum(hh * qq.sum(axis=1))) + cross
-        ht = np.einsum("Kb,gcb->gcK", h[0], qq)
-        return float(np.sum(ag.reshape(groups, cog).sum(axis=1) * ht.sum(axis=(1, 2)))) + cross
+            hsum = h.reshape(groups, cog, geo.taps, -1).sum(axis=(1, 2))  # (g, b)
+        else:  # h[0] is the factor f(p) of every output channel, ag(o) its weight
+            hsum = ag.reshape(groups, cog).sum(axis=1)[:, None] * h[0].sum(axis=0)
+        return float(np.sum(hsum * qsum)) + cross
     mk = (np.ones(w2.shape) if mask is None else mask).reshape(groups, cog, cig, geo.taps)
     if per_weight:
         gt = np.einsum("goKb,gcb->gocK", h.reshape(groups, cog, geo.taps, -1), qq)
