@@ -388,7 +388,8 @@ def max_pool(m: Moments, kernel, stride=None, padding=0, dilation=1, ceil_mode=F
     models = {k: (None, sig, r) for k, r in rhos.items()}
     rho = rhos["cov_pos"]
     rho = np.clip(rho, 0.0, 1.0)  # equicorrelation within a window needs ρ ≥ 0
-    mu_w = _window_sum(m.mean_cls, tables) / nval
+    means, valid = _window_entries(m.mean_cls, tables)  # padding entries are 0
+    mu_w = means.sum(axis=0) / nval
     v_w = _window_sum(sig * sig, tables) / nval
     s_w = np.sqrt(v_w)
     rb = _bcast(rho, nd)
@@ -402,7 +403,6 @@ def max_pool(m: Moments, kernel, stride=None, padding=0, dilation=1, ceil_mode=F
     sd = np.sqrt(v_w * (1.0 - rb))
     m1 = mu_w + sd * e1
     m2 = mu_w**2 + v_w * rb + 2 * mu_w * sd * e1 + v_w * (1.0 - rb) * e2
-    means, valid = _window_entries(m.mean_cls, tables)
     vb = valid[:, None]
     spread = np.where(vb, means, -np.inf).max(0) - np.where(vb, means, np.inf).min(0)
     if np.any(spread > 1e-12 * (np.abs(mu_w) + s_w)):  # the window's entries differ in mean
