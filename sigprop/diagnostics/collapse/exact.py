@@ -300,9 +300,7 @@ def effective_masks(captured: Any) -> tuple[dict[str, torch.Tensor] | None, str 
                     env[node.name] = real[node.name] = fx.args[0] if fx.args else None
                     continue
                 if node.kind == "param":  # a constant: no path starts at it (zeros)
-                    value = captured.graph_module
-                    for part in str(fx.target).split("."):
-                        value = getattr(value, part)
+                    value = captured.attribute(fx)
                     is_t = isinstance(value, torch.Tensor)
                     env[node.name] = torch.zeros(value.shape, dtype=dtype) if is_t else value
                     real[node.name] = value

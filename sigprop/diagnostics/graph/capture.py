@@ -182,6 +182,13 @@ class CapturedGraph:
             n for n in self.nodes.values() if n.kind in ("linear", "conv", "dct_linear", "dct_conv")
         ]
 
+    def attribute(self, fx_node: Any) -> Any:
+        """The parameter, buffer or constant a ``get_attr`` node (kind ``"param"``) names."""
+        value = self.graph_module
+        for part in str(fx_node.target).split("."):
+            value = getattr(value, part)
+        return value
+
     def consumers(self) -> dict[str, list[str]]:
         """Node name → names of the nodes that read it."""
         out: dict[str, list[str]] = {name: [] for name in self.nodes}

@@ -39,9 +39,7 @@ def constant_of(b, name: str) -> np.ndarray | None:
     node = b.cg.nodes.get(name)
     if node is None or node.kind != "param":
         return None
-    value = b.cg.graph_module
-    for part in str(node.fx.target).split("."):
-        value = getattr(value, part)
+    value = b.cg.attribute(node.fx)
     if not isinstance(value, torch.Tensor) or not value.is_floating_point():
         return None
     v = value.detach().to(torch.float64).cpu().numpy()

@@ -209,10 +209,7 @@ class LinearisedGraph:
     def _param(self, fx):
         if fx.op == "placeholder":
             return fx.args[0] if fx.args else None
-        obj = self.captured.graph_module
-        for part in str(fx.target).split("."):
-            obj = getattr(obj, part)
-        return obj
+        return self.captured.attribute(fx)
 
     def _call(self, fx, args, kwargs):
         if fx.op == "call_function":
